@@ -1,0 +1,98 @@
+"""From tile logits to the probability that a field suffers a tracking error.
+
+Aggregation
+    A tracking error moves every star of the field, so every tile that contains stars carries the
+    same evidence, with independent noise (different stars, different contaminants). The field's
+    evidence is the **mean of its tile logits** over all the tiles of all its 2D HDUs (each plane of a
+    cube is a field of its own):
+
+    * the mean, not the sum: tiles of one frame are not independent draws (they share the seeing,
+      the error amplitude), so summing logits would count the same evidence many times and make
+      the score overconfident and dependent on the number of tiles (hence on the image size and
+      ``--frac``);
+    * the mean, not the maximum: one tile on a satellite trail or a bleed trail that fools the
+      network would otherwise decide for the whole field; averaging lets the other tiles outvote it.
+
+    The mean logit is mapped to a calibrated logit by an affine map ``slope * mean + intercept``
+    fitted on validation frames (not the training frames) at the training class balance (logistic
+    regression on one variable, i.e. Platt scaling), stored in the network metadata
+    (``extra["calibration"]``). Without it the identity is used.
+
+Prior
+    The calibrated logit is a posterior at the training prior ``pi_train``
+    (``metadata.training_priors[0]``). For a population where a fraction ``prior`` of exposures is
+    affected, Bayes' rule gives ``odds(p') = odds(p) * odds(prior) / odds(pi_train)``, an additive
+    shift of the logit (as :mod:`maximask`'s prior modification).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def logit(p: float) -> float:
+    """``log(p / (1 - p))`` for p in (0, 1)."""
+    return math.log(p) - math.log1p(-p)
+
+
+def sigmoid(x):
+    """Logistic function, overflow-safe; scalar or ndarray."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    e = np.exp(x[~pos])
+    out[~pos] = e / (1.0 + e)
+    return out if out.ndim else float(out)
+
+
+def field_logit(tile_logits, calibration: dict | None = None) -> float:
+    """Calibrated logit of one field from the logits of its tiles.
+
+    Parameters
+    ----------
+    tile_logits : array_like, float, shape (N,) or (N, 1)
+        Network logits of the N >= 1 tiles of the field (all its HDUs).
+    calibration : dict, optional
+        ``{"slope": a, "intercept": b}``; identity when None.
+
+    Returns
+    -------
+    float
+        ``a * mean(tile_logits) + b``: the log-odds of a tracking error at the training prior.
+    """
+    z = np.asarray(tile_logits, dtype=np.float64).ravel()
+    if z.size == 0:
+        raise ValueError("no tile to score")
+    m = float(z.mean())
+    if calibration:
+        m = float(calibration.get("slope", 1.0)) * m + float(calibration.get("intercept", 0.0))
+    return m
+
+
+def prior_shift(prior: float, training_prior: float) -> float:
+    """Additive logit shift from the training prior to ``prior`` (both in (0, 1))."""
+    return logit(prior) - logit(training_prior)
+
+
+def field_probability(tile_logits, training_prior: float, prior: float, calibration: dict | None = None) -> float:
+    """Probability of a tracking error for one field.
+
+    Parameters
+    ----------
+    tile_logits : array_like, float, shape (N,) or (N, 1)
+        Network logits of the field's tiles.
+    training_prior : float
+        Fraction of tracking-error frames in the training data, in (0, 1).
+    prior : float
+        Expected fraction of tracking-error exposures in the data being scored, in (0, 1).
+    calibration : dict, optional
+        See :func:`field_logit`.
+
+    Returns
+    -------
+    float in [0, 1]
+    """
+    return float(sigmoid(field_logit(tile_logits, calibration) + prior_shift(prior, training_prior)))
