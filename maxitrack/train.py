@@ -1,0 +1,339 @@
+"""``maxitrack-train``: train the tracking-error classifier from simulated frames.
+
+Reproduce the shipped network (from the repository root)::
+
+    maxitrack-train --work runs/maxitrack --out tensorflow_models/maxitrack
+
+Phases, each resumable (rerun the same command after an interruption):
+
+1. **Frames.** ``--frames`` training and ``--val-frames`` validation frames from
+   :func:`maximask.sim.simulate_tracking_frame` (half of them with a tracking error: drift, arc,
+   jump, shake, periodic; the others normal frames with random seeing, coma, crowding and
+   contaminants). Frame ``i`` of a split is simulated with ``numpy.random.default_rng((seed, split,
+   i))`` (split 1 = training, 2 = validation; the benchmark uses 3), so the data is fixed by the
+   seed and each frame can be regenerated alone. The tiles that the command would look at are
+   selected and normalised by :func:`maxitrack.tiles.prepare_tiles` (the same code as inference)
+   and cached in chunks under ``WORK/data``.
+2. **Training.** Every tile carries the label of its frame (a tracking error moves every star);
+   binary cross-entropy on the logit, Adam with a cosine-decayed learning rate, random flips and
+   quarter turns (a tracking error has no preferred orientation on the detector). A checkpoint is
+   written after each epoch (``WORK/checkpoint.keras`` + ``WORK/state.json``); the epoch with the
+   lowest validation loss is kept (``WORK/best.keras``).
+3. **Calibration.** On the validation frames the mean tile logit of each frame
+   (:func:`maxitrack.scoring.field_logit`) is mapped to a calibrated logit by one-variable logistic
+   regression (Platt scaling).
+4. **Export** to ``--out`` with :func:`maximask.network.save_network` (LiteRT model, Keras model,
+   metadata with the training prior, the tile selection, the calibration and this command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from maxitrack.tiles import DEFAULT_SELECTION, prepare_tiles, tile_normalisation
+
+SPLITS = {"train": 1, "val": 2, "bench": 3}
+CHUNK = 50  # frames per cached chunk
+
+
+def frame_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The random generator of frame ``index`` of a split (see module docstring)."""
+    return np.random.default_rng((int(seed), SPLITS[split], int(index)))
+
+
+def simulate_frame(seed: int, split: str, index: int, shape, sim_config: dict | None = None):
+    """One simulated frame: ``(image float32 (H, W), label 0/1, metadata dict)``."""
+    from maximask.sim import simulate_tracking_frame
+
+    return simulate_tracking_frame(tuple(shape), frame_rng(seed, split, index), sim_config)
+
+
+def _frame_record(index: int, label: int, meta: dict) -> dict:
+    """The JSON-serialisable part of a frame's metadata that evaluation needs."""
+    rec = {"index": int(index), "label": int(label)}
+    for k, v in meta.items():
+        if isinstance(v, (bool, int, float, str)) or v is None:
+            rec[k] = v
+        elif isinstance(v, (np.integer, np.floating)):
+            rec[k] = v.item()
+    return rec
+
+
+def make_tiles(
+    work: Path,
+    split: str,
+    n_frames: int,
+    seed: int,
+    shape,
+    tile: int,
+    selection: dict,
+    sim_config: dict | None = None,
+    log=print,
+) -> dict:
+    """Simulate the frames of a split and cache their tiles; returns the loaded arrays.
+
+    Returns
+    -------
+    dict
+        ``tiles`` float16 (N, T, T), ``label`` uint8 (N,), ``frame`` int32 (N,) (index of each
+        tile's frame), ``records`` list of per-frame dicts (label, error kind, simulator metadata).
+    """
+    d = work / "data"
+    d.mkdir(parents=True, exist_ok=True)
+    tag = f"{split}_s{seed}_{shape[0]}x{shape[1]}_t{tile}_n{selection['n_tiles']}"
+    t0 = time.time()
+    for c0 in range(0, n_frames, CHUNK):
+        c1 = min(n_frames, c0 + CHUNK)
+        path = d / f"{tag}_{c0:06d}_{c1:06d}.npz"
+        if path.exists():
+            continue
+        tiles, labels, frames, records = [], [], [], []
+        for i in range(c0, c1):
+            image, label, meta = simulate_frame(seed, split, i, shape, sim_config)
+            t = prepare_tiles(image, tile, selection)[..., 0]
+            tiles.append(t.astype(np.float16))
+            labels += [int(label)] * len(t)
+            frames += [i] * len(t)
+            records.append(_frame_record(i, label, meta))
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(
+            tmp,
+            tiles=np.concatenate(tiles),
+            label=np.array(labels, np.uint8),
+            frame=np.array(frames, np.int32),
+            records=np.array(json.dumps(records)),
+        )
+        os.replace(tmp, path)
+        log(f"{split}: frames {c1}/{n_frames} ({time.time() - t0:.0f} s)")
+    parts = [np.load(d / f"{tag}_{c0:06d}_{min(n_frames, c0 + CHUNK):06d}.npz") for c0 in range(0, n_frames, CHUNK)]
+    return {
+        "tiles": np.concatenate([p["tiles"] for p in parts]),
+        "label": np.concatenate([p["label"] for p in parts]),
+        "frame": np.concatenate([p["frame"] for p in parts]),
+        "records": sum((json.loads(str(p["records"])) for p in parts), []),
+    }
+
+
+def augment(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random element of the dihedral group (flips, quarter turns) for each tile of a (B, T, T) batch."""
+    out = np.empty_like(batch)
+    k = rng.integers(0, 8, size=len(batch))
+    for i, ki in enumerate(k):
+        t = np.rot90(batch[i], ki % 4)
+        out[i] = t[:, ::-1] if ki >= 4 else t
+    return out
+
+
+def frame_mean_logits(tile_logits: np.ndarray, frame: np.ndarray) -> tuple:
+    """Mean tile logit per frame: ``(frames (F,), mean logits (F,))``."""
+    frames, inv = np.unique(frame, return_inverse=True)
+    sums = np.bincount(inv, weights=np.asarray(tile_logits, np.float64).ravel())
+    return frames, sums / np.bincount(inv)
+
+
+def fit_platt(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, iters: int = 100) -> dict:
+    """Logistic regression ``P(y=1) = sigmoid(a x + b)`` by Newton's method (tiny ridge on a, b).
+
+    Parameters
+    ----------
+    x : ndarray, float, shape (N,)
+        Mean tile logits of validation frames.
+    y : ndarray, 0/1, shape (N,)
+        Their labels.
+
+    Returns
+    -------
+    dict
+        ``{"slope": a, "intercept": b}``.
+    """
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    X = np.stack([x, np.ones_like(x)], axis=1)
+    w = np.array([1.0, 0.0])
+    for _ in range(iters):
+        z = np.clip(X @ w, -50, 50)
+        p = 1.0 / (1.0 + np.exp(-z))
+        g = X.T @ (p - y) + l2 * w
+        H = (X * (p * (1 - p))[:, None]).T @ X + l2 * np.eye(2)
+        step = np.linalg.solve(H, g)
+        w -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    return {"slope": float(w[0]), "intercept": float(w[1])}
+
+
+def roc_auc(score: np.ndarray, label: np.ndarray) -> float:
+    """Area under the ROC curve (rank statistic; ties count one half)."""
+    from scipy.stats import rankdata
+
+    score = np.asarray(score, np.float64)
+    label = np.asarray(label).astype(bool)
+    n1, n0 = label.sum(), (~label).sum()
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    r = rankdata(score)
+    return float((r[label].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def _bce(logits: np.ndarray, y: np.ndarray) -> float:
+    z = np.asarray(logits, np.float64).ravel()
+    y = np.asarray(y, np.float64).ravel()
+    return float(np.mean(np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))))
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(
+        prog="maxitrack-train",
+        description="Train the maxitrack tracking-error classifier on simulated frames and export it.",
+    )
+    ap.add_argument("--out", default="tensorflow_models/maxitrack", help="network directory to write")
+    ap.add_argument("--work", default="runs/maxitrack", help="work directory (cached tiles, checkpoints)")
+    ap.add_argument("--frames", type=int, default=2000, help="training frames")
+    ap.add_argument("--val-frames", type=int, default=400, help="validation frames (calibration, model choice)")
+    ap.add_argument("--frame-size", type=int, nargs=2, default=(512, 512), metavar=("H", "W"))
+    ap.add_argument("--tile", type=int, default=128, help="tile side (network input)")
+    ap.add_argument("--tiles-per-frame", type=int, default=4, help="tiles selected per training frame")
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--seed", type=int, default=1, help="seed of the simulated data and of the training")
+    ap.add_argument("--threads", type=int, default=0, help="TensorFlow CPU threads (0: all)")
+    ap.add_argument("--inference-tiles", type=int, default=DEFAULT_SELECTION["n_tiles"],
+                    help="tiles per HDU used by the command (stored in the metadata)")
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    logf = open(work / "train.log", "a")
+
+    def log(msg):
+        line = f"{time.strftime('%H:%M:%S')} {msg}"
+        print(line, flush=True)
+        logf.write(line + "\n")
+        logf.flush()
+
+    cmd = "maxitrack-train " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    log(f"start: {cmd}")
+    tile = args.tile
+    train_sel = dict(DEFAULT_SELECTION, n_tiles=args.tiles_per_frame)
+    shape = tuple(args.frame_size)
+    train = make_tiles(work, "train", args.frames, args.seed, shape, tile, train_sel, log=log)
+    val = make_tiles(work, "val", args.val_frames, args.seed, shape, tile, train_sel, log=log)
+    pi_train = float(np.mean([r["label"] for r in train["records"]]))
+    log(f"tiles: train {len(train['label'])} ({pi_train:.3f} of frames positive), val {len(val['label'])}")
+
+    if args.threads:
+        os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(args.threads))
+        os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+    import keras
+    import tensorflow as tf
+
+    from maximask.network import NetworkMetadata, save_network
+    from maxitrack.model import DEFAULT_WIDTHS, build_model
+    from maxitrack.scoring import field_logit
+
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    keras.utils.set_random_seed(args.seed)
+
+    n = len(train["label"])
+    steps_per_epoch = n // args.batch
+    total = steps_per_epoch * args.epochs
+    state_path = work / "state.json"
+    ckpt = work / "checkpoint.keras"
+    best = work / "best.keras"
+    state = json.loads(state_path.read_text()) if state_path.exists() and ckpt.exists() else {"epoch": 0, "history": []}
+    schedule = keras.optimizers.schedules.CosineDecay(args.lr, total, alpha=0.02)
+    if state["epoch"] > 0:
+        model = keras.models.load_model(ckpt)
+        log(f"resumed after epoch {state['epoch']}")
+    else:
+        model = build_model(tile, DEFAULT_WIDTHS)
+        model.compile(
+            optimizer=keras.optimizers.Adam(schedule),
+            loss=keras.losses.BinaryCrossentropy(from_logits=True),
+        )
+    x_val = val["tiles"].astype(np.float32)[..., None]
+    for epoch in range(state["epoch"], args.epochs):
+        rng = np.random.default_rng((args.seed, 100, epoch))
+        order = rng.permutation(n)
+        t0 = time.time()
+        losses = []
+        for s in range(steps_per_epoch):
+            idx = np.sort(order[s * args.batch : (s + 1) * args.batch])
+            xb = augment(train["tiles"][idx].astype(np.float32), rng)[..., None]
+            yb = train["label"][idx].astype(np.float32)[:, None]
+            losses.append(float(model.train_on_batch(xb, yb)))
+        zv = model.predict(x_val, batch_size=128, verbose=0).ravel()
+        frames, mean_z = frame_mean_logits(zv, val["frame"])
+        yv = np.array([r["label"] for r in val["records"]])[frames]
+        rec = {
+            "epoch": epoch + 1,
+            "train_loss": float(np.mean(losses)),
+            "val_tile_loss": _bce(zv, val["label"]),
+            "val_frame_auc": roc_auc(mean_z, yv),
+            "seconds": round(time.time() - t0, 1),
+        }
+        is_best = not state["history"] or rec["val_tile_loss"] < min(h["val_tile_loss"] for h in state["history"])
+        state["history"].append(rec)
+        state["epoch"] = epoch + 1
+        model.save(ckpt)
+        if is_best:
+            model.save(best)
+        state_path.write_text(json.dumps(state, indent=1))
+        log(f"epoch {rec}" + (" (best)" if is_best else ""))
+
+    model = keras.models.load_model(best)
+    zv = model.predict(x_val, batch_size=128, verbose=0).ravel()
+    frames, mean_z = frame_mean_logits(zv, val["frame"])
+    yv = np.array([r["label"] for r in val["records"]])[frames]
+    calibration = fit_platt(mean_z, yv)
+    cal_z = np.array([field_logit([z], calibration) for z in mean_z])
+    log(f"calibration {calibration}; validation frame AUC {roc_auc(mean_z, yv):.4f}, log-loss {_bce(cal_z, yv):.4f}")
+    best_epoch = min(state["history"], key=lambda h: h["val_tile_loss"])["epoch"]
+    meta = NetworkMetadata(
+        name="maxitrack",
+        classes=["TRACKING_ERROR"],
+        training_priors=[pi_train],
+        margin=0,
+        tile_size=tile,
+        size_multiple=8,
+        normalisation=tile_normalisation(tile),
+        output="logits",
+        extra={
+            "tiles": dict(DEFAULT_SELECTION, n_tiles=args.inference_tiles),
+            "calibration": calibration,
+            "aggregation": "mean of tile logits over the field, then slope * mean + intercept",
+            "training_command": cmd,
+            "data": {
+                "simulator": "maximask.sim.simulate_tracking_frame",
+                "seed": args.seed,
+                "frame_shape": list(shape),
+                "train_frames": args.frames,
+                "val_frames": args.val_frames,
+                "tiles_per_frame": args.tiles_per_frame,
+            },
+            "best_epoch": best_epoch,
+            "history": state["history"],
+        },
+    )
+    model_id = save_network(model, args.out, meta)
+    log(f"exported to {args.out} (model id {model_id})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
