@@ -1,0 +1,135 @@
+"""Array in, per-class output out: normalise -> tile -> network -> per-tile transform -> stitch.
+
+The engine knows nothing about a particular network: tile size, margin, alignment and normalisation
+come from the network's metadata. It streams tiles through the network and hands each tile's core
+logits to a ``tile_transform`` whose result is written straight into the output, so that a full
+float32 probability cube (940 MB for 14 classes on a 4096^2 frame) exists only when it is what the
+caller asked for (the CLI thresholds tile by tile into uint8 planes or an int16 bit mask).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from .normalize import normalize_image
+from .tiling import plan_tiles
+
+
+def sigmoid_planes(logits: np.ndarray) -> np.ndarray:
+    """Default tile transform: per-class probabilities.
+
+    Parameters
+    ----------
+    logits : ndarray, float32, shape (h, w, C)
+
+    Returns
+    -------
+    ndarray, float32, shape (C, h, w)
+        ``1 / (1 + exp(-logits))``.
+    """
+    p = np.negative(logits, dtype=np.float32).transpose(2, 0, 1)
+    # exp overflows to inf for logits < -88: 1 / (1 + inf) = 0, the right limit
+    with np.errstate(over="ignore"):
+        np.exp(p, out=p)
+    p += 1.0
+    np.reciprocal(p, out=p)
+    return p
+
+
+def infer(
+    image,
+    network,
+    batch_size: int = 8,
+    tile_transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    out: np.ndarray | None = None,
+    progress: Callable[[int], object] | None = None,
+    info: dict | None = None,
+) -> np.ndarray:
+    """Run a network on a 2D frame of any size, tile by tile.
+
+    Parameters
+    ----------
+    image : array_like, shape (H, W)
+        Raw pixel values (NaN/inf allowed); normalised here with
+        ``network.metadata.normalisation``. Cubes: call once per plane.
+    network : maximask.network.Network
+        Anything with ``metadata`` (tile_size, margin, size_multiple, normalisation) and
+        ``predict_logits(float32 (B, T, T, 1)) -> float32 (B, T, T, C)``.
+    batch_size : int
+        Tiles per network call.
+    tile_transform : callable, optional
+        ``f(logits float32 (h, w, C)) -> ndarray (K, h, w) or (h, w)`` applied to each tile's core;
+        its result is written at the core's place in ``out``. Default: :func:`sigmoid_planes`.
+        It may return a view of a buffer it reuses: the result is copied before the next call.
+    out : ndarray, shape (K, H, W) or (H, W), optional
+        Output; allocated from the first transform result's dtype and leading shape if omitted.
+    progress : callable, optional
+        Called with the number of tiles done after each batch (e.g. ``tqdm.update``).
+    info : dict, optional
+        Filled with ``n_tiles``, ``n_nonfinite`` (NaN/inf input pixels, set to the background
+        before inference), ``background`` and ``sigma`` (input units).
+
+    Returns
+    -------
+    ndarray
+        ``out``.
+
+    Raises
+    ------
+    ValueError
+        From :func:`maximask.normalize.normalize_image` (all-NaN, constant or non-2D image).
+    """
+    meta = network.metadata
+    norm = normalize_image(image, meta.normalisation)
+    frame = norm.data
+    plan = plan_tiles(frame.shape, meta.tile_size, meta.margin, meta.size_multiple)
+    if info is not None:
+        info.update(
+            n_tiles=len(plan),
+            n_nonfinite=norm.n_nonfinite,
+            background=norm.background,
+            sigma=norm.sigma,
+        )
+    transform = sigmoid_planes if tile_transform is None else tile_transform
+    buf = None
+    for tiles in plan.batches(int(batch_size)):
+        buf = plan.gather(frame, tiles, buf)
+        logits = network.predict_logits(buf[: len(tiles)])
+        for tile, lg in zip(tiles, logits):
+            res = transform(lg[tile.inner])
+            if out is None:
+                out = np.empty(res.shape[:-2] + frame.shape, res.dtype)
+            out[(Ellipsis,) + tile.core] = res
+        if progress is not None:
+            progress(len(tiles))
+    return out
+
+
+def predict_probabilities(image, net_dir=None, batch_size: int = 8) -> np.ndarray:
+    """Per-class contaminant probabilities of a 2D frame (the Python API).
+
+    Parameters
+    ----------
+    image : array_like, shape (H, W)
+        Pixel values of one image plane (NaN/inf allowed).
+    net_dir : path or maximask.network.Network, optional
+        Network directory (default: the bundled maximask network) or a loaded network.
+    batch_size : int
+        Tiles per network call.
+
+    Returns
+    -------
+    ndarray, float32, shape (C, H, W)
+        Probability of each class (C = 14, in :mod:`maximask.classes` order), before any prior
+        modification or threshold.
+    """
+    from .network import Network
+
+    if net_dir is None:
+        from .resources import default_net_dir
+
+        net_dir = default_net_dir()
+    network = net_dir if hasattr(net_dir, "predict_logits") else Network(net_dir)
+    return infer(image, network, batch_size=batch_size)
