@@ -199,8 +199,6 @@ def _asinh(x: np.ndarray, out: np.ndarray, tmp: np.ndarray) -> None:
 
 def background_meshes(image: np.ndarray, finite: np.ndarray, p: dict) -> tuple:
     """Filtered background and noise mesh grids (input units), shape (ny, nx) each."""
-    from scipy import ndimage
-
     h, w = image.shape
     mesh, sub = int(p["mesh"]), int(p["subsample"])
     # Small frames: meshes no larger than the frame, and never fewer than ~1000 sampled pixels.
@@ -239,6 +237,9 @@ def background_meshes(image: np.ndarray, finite: np.ndarray, p: dict) -> tuple:
     sg = _fill_invalid(std.reshape(ny, nx), valid)
     f = int(p["filter"])
     if f > 1 and (ny > 1 or nx > 1):
+        # imported here: scipy.ndimage costs 0.6 s to import, and maxitrack's one-mesh tiles never filter
+        from scipy import ndimage
+
         bg = ndimage.median_filter(bg, size=(min(f, ny), min(f, nx)), mode="nearest")
         sg = ndimage.median_filter(sg, size=(min(f, ny), min(f, nx)), mode="nearest")
     return bg, sg, mesh
