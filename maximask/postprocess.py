@@ -1,0 +1,276 @@
+"""From network logits to the written output: class selection, prior modification, thresholds,
+bit-coded single mask, and the header keywords that describe them.
+
+Everything works on logits ``z`` (``p = sigmoid(z)``), so that probabilities are computed only when
+they are the output:
+
+* prior modification, ``odds(p') = odds(p) * odds(pi_new) / odds(pi_train)``, is the additive shift
+  ``z' = z + log odds(pi_new) - log odds(pi_train)``;
+* a threshold ``t`` on ``p'`` is the threshold ``logit(t)`` on ``z'``, i.e. ``logit(t) - shift`` on
+  ``z``; a pixel is flagged when ``p' > t`` (``t = 0`` flags every pixel, ``t = 1`` none).
+
+The functions here are pure: arrays and numbers in, arrays and header cards out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+
+import numpy as np
+from scipy.special import expit
+
+from .classes import CLASSES
+from .errors import UsageError
+
+PROBABILITIES = "probabilities"
+MASKS = "masks"
+SINGLE_MASK = "single"
+
+
+def logit(p) -> np.ndarray:
+    """``log(p / (1 - p))``, float64; ``logit(0) = -inf``, ``logit(1) = +inf``."""
+    p = np.asarray(p, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        return np.log(p) - np.log1p(-p)
+
+
+def prior_shift(training_priors, new_priors) -> np.ndarray:
+    """Logit shift that moves probabilities from the training priors to new priors.
+
+    Parameters
+    ----------
+    training_priors, new_priors : array_like of float, shape (C,)
+        Class frequencies, each in (0, 1).
+
+    Returns
+    -------
+    ndarray of float64, shape (C,)
+        ``log(odds(new)) - log(odds(train))``, to be added to the logits.
+    """
+    return logit(new_priors) - logit(training_priors)
+
+
+def logit_thresholds(thresholds, shift=0.0) -> np.ndarray:
+    """Thresholds on (prior-modified) probabilities as thresholds on raw logits.
+
+    Parameters
+    ----------
+    thresholds : array_like of float, shape (C,)
+        Probability thresholds ``t`` in [0, 1] applied to ``p'``.
+    shift : array_like of float, shape (C,) or scalar
+        Prior shift added to the logits (0 without prior modification).
+
+    Returns
+    -------
+    ndarray of float64, shape (C,)
+        ``logit(t) - shift``: a pixel is flagged when its raw logit is strictly greater.
+    """
+    return logit(thresholds) - np.asarray(shift, dtype=np.float64)
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputPlan:
+    """What to compute from the logits and how to describe it.
+
+    Build it with :func:`make_plan`.
+
+    Attributes
+    ----------
+    mode : str
+        ``"probabilities"`` (float32 (K, H, W)), ``"masks"`` (uint8 0/1 (K, H, W)) or
+        ``"single"`` (int16 (H, W), sum of bit codes).
+    classes : tuple of int
+        Indices in :data:`maximask.classes.CLASSES` of the written classes, in class order.
+    channels : tuple of int
+        Network output channel of each written class.
+    shift : ndarray of float32, shape (K,)
+        Logit shift of the prior modification (zeros without it).
+    raw_thresholds : ndarray of float32, shape (K,) or None
+        Thresholds on raw logits (see :func:`logit_thresholds`); None without thresholding.
+    priors, thresholds : ndarray of float64, shape (K,) or None
+        The configured values for the written classes, for the header.
+    """
+
+    mode: str
+    classes: tuple
+    channels: tuple
+    shift: np.ndarray
+    raw_thresholds: np.ndarray | None
+    priors: np.ndarray | None
+    thresholds: np.ndarray | None
+
+    @property
+    def n_planes(self) -> int:
+        """Planes per image: K, or 1 for the single mask."""
+        return 1 if self.mode == SINGLE_MASK else len(self.classes)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype({PROBABILITIES: np.float32, MASKS: np.uint8, SINGLE_MASK: np.int16}[self.mode])
+
+    def output_shape(self, image_shape: tuple) -> tuple:
+        """Output array shape for an image (H, W) -> (K, H, W) or (H, W); a cube (P, H, W) ->
+        (P, K, H, W) or (P, H, W)."""
+        *planes, h, w = image_shape
+        if self.mode == SINGLE_MASK:
+            return (*planes, h, w)
+        return (*planes, len(self.classes), h, w)
+
+    @property
+    def bits(self) -> np.ndarray:
+        """Bit code of each written class, int16, shape (K,)."""
+        return np.array([CLASSES[i].bit for i in self.classes], dtype=np.int16)
+
+    def __call__(self, logits: np.ndarray) -> np.ndarray:
+        """The tile transform: logits (h, w, C) float32 -> (K, h, w) or (h, w) in ``self.dtype``."""
+        return transform(self, logits)
+
+
+def make_plan(
+    network_classes,
+    flags,
+    training_priors=None,
+    priors=None,
+    thresholds=None,
+    single_mask: bool = False,
+) -> OutputPlan:
+    """Decide what to compute.
+
+    Parameters
+    ----------
+    network_classes : sequence of str
+        Abbreviation of each network output channel (network metadata ``classes``).
+    flags : array_like of bool, shape (14,)
+        Classes to write, in the order of :data:`maximask.classes.CLASSES`.
+    training_priors : array_like of float, shape (len(network_classes),), optional
+        Class frequencies in the training data, per network channel; required with ``priors``.
+    priors : array_like of float, shape (14,), optional
+        New priors; None disables the prior modification.
+    thresholds : array_like of float, shape (14,), optional
+        Probability thresholds; None writes probabilities.
+    single_mask : bool
+        Combine the thresholded classes into one bit-coded int16 plane.
+
+    Raises
+    ------
+    UsageError
+        Single mask without thresholds, no class flagged, a flagged class the network does not
+        output, or training priors missing or outside (0, 1).
+    """
+    flags = np.asarray(flags, dtype=bool)
+    if single_mask and thresholds is None:
+        raise UsageError("--single_mask", "a single mask needs thresholding (--proba_thresh true)")
+    classes = tuple(int(i) for i in np.flatnonzero(flags))
+    if not classes:
+        raise UsageError("classes.flags", "no class flagged")
+    network_classes = list(network_classes)
+    missing = [CLASSES[i].abbr for i in classes if CLASSES[i].abbr not in network_classes]
+    if missing:
+        raise UsageError("--net_dir", f"the network does not output class(es) {', '.join(missing)}")
+    channels = tuple(network_classes.index(CLASSES[i].abbr) for i in classes)
+
+    shift = np.zeros(len(classes))
+    sel_priors = None
+    if priors is not None:
+        if training_priors is None or len(training_priors) != len(network_classes):
+            raise UsageError("--net_dir", "network metadata lacks one training prior per class")
+        train = np.asarray(training_priors, dtype=np.float64)[list(channels)]
+        if not np.all((train > 0) & (train < 1)):
+            raise UsageError("--net_dir", "network training priors must lie in (0, 1)")
+        sel_priors = np.asarray(priors, dtype=np.float64)[list(classes)]
+        shift = prior_shift(train, sel_priors)
+    sel_thresh = raw = None
+    if thresholds is not None:
+        sel_thresh = np.asarray(thresholds, dtype=np.float64)[list(classes)]
+        raw = logit_thresholds(sel_thresh, shift).astype(np.float32)
+    mode = SINGLE_MASK if single_mask else (PROBABILITIES if thresholds is None else MASKS)
+    return OutputPlan(mode, classes, channels, shift.astype(np.float32), raw, sel_priors, sel_thresh)
+
+
+def transform(plan: OutputPlan, logits: np.ndarray) -> np.ndarray:
+    """Apply a plan to logits.
+
+    Parameters
+    ----------
+    plan : OutputPlan
+    logits : ndarray of float32, shape (h, w, C)
+        Network outputs in channel order.
+
+    Returns
+    -------
+    ndarray
+        float32 probabilities (K, h, w), uint8 0/1 masks (K, h, w), or the int16 single mask (h, w).
+    """
+    z = np.moveaxis(np.asarray(logits), -1, 0)  # (C, h, w) view: planes are cheap to take
+    if plan.mode == SINGLE_MASK:
+        out = np.zeros(z.shape[1:], dtype=np.int16)
+        for c, t, bit in zip(plan.channels, plan.raw_thresholds, plan.bits):
+            if bit:
+                out += (z[c] > t) * np.int16(bit)
+        return out
+    if plan.mode == MASKS:
+        out = np.empty((len(plan.channels),) + z.shape[1:], dtype=np.uint8)
+        for k, (c, t) in enumerate(zip(plan.channels, plan.raw_thresholds)):
+            np.greater(z[c], t, out=out[k], casting="unsafe")
+        return out
+    out = np.empty((len(plan.channels),) + z.shape[1:], dtype=np.float32)
+    for k, (c, s) in enumerate(zip(plan.channels, plan.shift)):
+        expit(z[c] + s if s else z[c], out=out[k])
+    return out
+
+
+def header_cards(
+    plan: OutputPlan,
+    version: str,
+    model_id: str,
+    n_nonfinite: int | None = None,
+    date: _dt.datetime | None = None,
+) -> list[tuple[str, object, str]]:
+    """Header keywords that describe an output HDU.
+
+    Parameters
+    ----------
+    plan : OutputPlan
+    version : str
+        maximask version.
+    model_id : str
+        Network identifier (:attr:`maximask.network.Network.model_id`).
+    n_nonfinite : int, optional
+        Number of NaN/inf input pixels (set to 0 before the network).
+    date : datetime, optional
+        Creation time (UTC); default now.
+
+    Returns
+    -------
+    list of (keyword, value, comment)
+        For each written class ``ABBR = meaning``, ``ABBR_DIM`` (0-based plane on the class axis;
+        absent for the single mask), ``ABBR_PR`` (prior), ``ABBR_TH`` (threshold), ``ABBR_SM``
+        (bit code); then ``PRIORS``, ``THRESH``, ``SMASK``, ``MMVERS``, ``MMMODEL``, ``MMNONFIN``,
+        ``DATE``. Floats are full precision (astropy writes the shortest exact representation).
+    """
+    if date is None:
+        date = _dt.datetime.now(_dt.timezone.utc)
+    cards = []
+    for k, i in enumerate(plan.classes):
+        cls = CLASSES[i]
+        cards.append((cls.abbr, cls.meaning, "maximask class"))
+        if plan.mode != SINGLE_MASK:
+            cards.append((f"{cls.abbr}_DIM", k, f"{cls.abbr} plane on the class axis (0-based)"))
+        if plan.priors is not None:
+            cards.append((f"{cls.abbr}_PR", float(plan.priors[k]), f"{cls.abbr} prior"))
+        if plan.thresholds is not None:
+            cards.append((f"{cls.abbr}_TH", float(plan.thresholds[k]), f"{cls.abbr} probability threshold"))
+        if plan.mode == SINGLE_MASK:
+            cards.append((f"{cls.abbr}_SM", int(cls.bit), f"{cls.abbr} bit code in the single mask"))
+    cards += [
+        ("PRIORS", plan.priors is not None, "probabilities prior-modified"),
+        ("THRESH", plan.thresholds is not None, "probabilities thresholded"),
+        ("SMASK", plan.mode == SINGLE_MASK, "single bit-coded mask"),
+        ("MMVERS", str(version), "maximask version"),
+        ("MMMODEL", str(model_id), "maximask network id (SHA-256 of weights, 16 hex)"),
+    ]
+    if n_nonfinite is not None:
+        cards.append(("MMNONFIN", int(n_nonfinite), "NaN/inf input pixels (set to 0 for the network)"))
+    cards.append(("DATE", date.strftime("%Y-%m-%dT%H:%M:%S"), "file creation date (UTC)"))
+    return cards
