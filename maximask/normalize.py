@@ -34,7 +34,7 @@ import numpy as np
 DEFAULT_NORMALISATION = {
     "name": "mesh_bg_sigma_v1",
     "mesh": 256,  # mesh side (pixels)
-    "subsample": 4,  # statistics on every 4th pixel of every 4th row of a mesh (4096 pixels)
+    "subsample": 5,  # statistics on every 5th pixel of every 5th row of a mesh (2704 pixels)
     "clip": 3.0,  # clipping threshold (sigma)
     "clip_iters": 5,  # clipping iterations (fixed, so that the computation is vectorised)
     "filter": 3,  # median filter over the mesh grid (meshes)
@@ -88,62 +88,77 @@ def _params(params):
 def mesh_statistics(sample: np.ndarray, clip: float, iters: int) -> tuple:
     """Clipped background mode and standard deviation of each mesh.
 
+    The first cut is ``median +- clip * sigma_q`` with the quantile width
+    ``sigma_q = (q84.13 - q15.87) / 2`` (robust to any outlier, even 1e300); then, ``iters``
+    times at most, ``median +- clip * std`` of the pixels kept.
+
     Parameters
     ----------
     sample : ndarray, float64, shape (n_meshes, n_pixels)
         Pixels of each mesh; NaN marks pixels to ignore.
     clip : float
-        Pixels farther than ``clip`` standard deviations from the median are rejected at each
-        iteration.
+        Clipping threshold (standard deviations).
     iters : int
-        Number of clipping iterations (all meshes get the same number, so it vectorises).
+        Maximum number of clipping iterations after the first cut (the same for all meshes, so the
+        loop is over iterations, never over meshes).
 
     Returns
     -------
     mode, std : ndarray, float64, shape (n_meshes,)
         SExtractor's mode estimate ``2.5 median - 1.5 mean`` (the median where
-        ``|mean - median| > 0.3 std``, i.e. the distribution is crowded) and the clipped standard
+        ``|mean - median| > 0.3 std``, i.e. the mesh is crowded) and the clipped standard
         deviation. NaN where a mesh has no finite pixel.
-    n_valid : ndarray, int, shape (n_meshes,)
+    n_kept : ndarray, int, shape (n_meshes,)
         Pixels left after clipping.
     """
-    x = np.sort(sample, axis=1)  # NaN sort last
+    x = np.sort(sample, axis=1)  # NaN sort last: the finite values are x[:, :n]
+    n_rows, width = x.shape
     n = np.isfinite(x).sum(axis=1)
-    rows = np.arange(x.shape[0])
-    lo = np.zeros_like(n)
-    hi = n.copy()  # the kept pixels are x[lo:hi], a contiguous range of the sorted values
-    csum = np.concatenate([np.zeros((x.shape[0], 1)), np.nancumsum(x, axis=1)], axis=1)
-    csum2 = np.concatenate([np.zeros((x.shape[0], 1)), np.nancumsum(x * x, axis=1)], axis=1)
+    rows = np.arange(n_rows)
+    last = np.maximum(n - 1, 0)
 
-    def stats(lo, hi):
+    def at(q):  # the q-quantile of the finite values (nearest rank)
+        return x[rows, np.round(q * last).astype(int)]
+
+    # centre each mesh on its median: cumulative sums of squares then lose no precision on frames
+    # with a large offset, and clamping far outliers keeps the squares finite
+    centre = np.nan_to_num(at(0.5))
+    x -= centre[:, None]
+    np.clip(x, -1e30, 1e30, out=x)
+    zeros = np.zeros((n_rows, 1))
+    csum = np.concatenate([zeros, np.nancumsum(x, axis=1)], axis=1)
+    csum2 = np.concatenate([zeros, np.nancumsum(x * x, axis=1)], axis=1)
+
+    def stats(lo, hi):  # mean, std, median of the kept range x[lo:hi] of each row
         k = np.maximum(hi - lo, 1)
         mean = (csum[rows, hi] - csum[rows, lo]) / k
         var = (csum2[rows, hi] - csum2[rows, lo]) / k - mean * mean
-        mid = lo + (k - 1) // 2
-        mid2 = lo + k // 2
-        med = 0.5 * (x[rows, np.minimum(mid, x.shape[1] - 1)] + x[rows, np.minimum(mid2, x.shape[1] - 1)])
-        return mean, np.sqrt(np.maximum(var, 0.0)), med
+        a = np.minimum(lo + (k - 1) // 2, width - 1)
+        b = np.minimum(lo + k // 2, width - 1)
+        return mean, np.sqrt(np.maximum(var, 0.0)), 0.5 * (x[rows, a] + x[rows, b])
 
+    def cut(med, width_):  # a per-row searchsorted, vectorised: count values below each bound
+        with np.errstate(invalid="ignore"):
+            lo = (x < (med - clip * width_)[:, None]).sum(axis=1)
+            hi = (x <= (med + clip * width_)[:, None]).sum(axis=1)
+        return lo, np.minimum(hi, n)
+
+    sigma_q = 0.5 * (at(0.8413) - at(0.1587))
+    lo, hi = cut(at(0.5), sigma_q)
     for _ in range(iters):
         mean, std, med = stats(lo, hi)
-        # a per-row searchsorted, vectorised: count the sorted values below each bound
-        lo_val = (med - clip * std)[:, None]
-        hi_val = (med + clip * std)[:, None]
-        with np.errstate(invalid="ignore"):
-            new_lo = (x < lo_val).sum(axis=1)
-            new_hi = (x <= hi_val).sum(axis=1)
-        new_hi = np.minimum(new_hi, n)
+        new_lo, new_hi = cut(med, std)
         if np.array_equal(new_lo, lo) and np.array_equal(new_hi, hi):
             break
         lo, hi = new_lo, new_hi
     mean, std, med = stats(lo, hi)
-    k = hi - lo
+    kept = hi - lo
     crowded = np.abs(mean - med) > 0.3 * std
-    mode = np.where(crowded, med, 2.5 * med - 1.5 * mean)
-    empty = k == 0
+    mode = np.where(crowded, med, 2.5 * med - 1.5 * mean) + centre
+    empty = kept == 0
     mode[empty] = np.nan
     std[empty] = np.nan
-    return mode, std, k
+    return mode, std, kept
 
 
 def _fill_invalid(grid: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -159,24 +174,23 @@ def _fill_invalid(grid: np.ndarray, valid: np.ndarray) -> np.ndarray:
 def _spline_matrix(n_mesh: int, mesh: int, n_pix: int) -> np.ndarray:
     """Weights (n_pix, n_mesh) interpolating values at mesh centres to every pixel.
 
-    Natural cubic spline through the centres, held constant beyond the first and last centre
-    (extrapolating a cubic would amplify the edge meshes' noise).
+    Natural cubic spline through the centres (linear below 4 meshes), extrapolated over the half
+    mesh beyond the first and last centre so that a gradient continues to the frame edge.
     """
     if n_mesh == 1:
         return np.ones((n_pix, 1))
     centres = (np.arange(n_mesh) + 0.5) * mesh - 0.5
     # the last mesh may be partial: centre it on the pixels it really holds
     centres[-1] = 0.5 * ((n_mesh - 1) * mesh + n_pix - 1)
-    pix = np.clip(np.arange(n_pix, dtype=np.float64), centres[0], centres[-1])
+    pix = np.arange(n_pix, dtype=np.float64)
+    eye = np.eye(n_mesh)
     if n_mesh < 4:
-        w = np.empty((n_pix, n_mesh))
-        eye = np.eye(n_mesh)
-        for j in range(n_mesh):
-            w[:, j] = np.interp(pix, centres, eye[j])
-        return w
+        from scipy.interpolate import interp1d
+
+        return interp1d(centres, eye, axis=0, fill_value="extrapolate")(pix)
     from scipy.interpolate import CubicSpline
 
-    w = CubicSpline(centres, np.eye(n_mesh), bc_type="natural")(pix)
+    w = CubicSpline(centres, eye, bc_type="natural")(pix)
     # far-away weights decay to subnormal numbers, which slow the matrix products down tenfold
     w[np.abs(w) < 1e-9] = 0.0
     return w
@@ -197,38 +211,59 @@ def _asinh(x: np.ndarray, out: np.ndarray, tmp: np.ndarray) -> None:
     np.copysign(out, x, out=out)
 
 
+def _mesh_index(n: int, mesh: int, sub: int) -> tuple:
+    """Sampled pixel indices along one axis, grouped by mesh: (n_mesh * m,), validity, m."""
+    n_mesh = -(-n // mesh)
+    offs = np.arange(sub // 2, mesh, sub)
+    idx = (np.arange(n_mesh)[:, None] * mesh + offs[None, :]).ravel()
+    return np.minimum(idx, n - 1), idx < n, offs.size
+
+
 def background_meshes(image: np.ndarray, finite: np.ndarray, p: dict) -> tuple:
-    """Filtered background and noise mesh grids (input units), shape (ny, nx) each."""
+    """Filtered background and noise mesh grids.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W)
+    finite : ndarray, bool, shape (H, W)
+        ``np.isfinite(image)``.
+    p : dict
+        Normalisation parameters.
+
+    Returns
+    -------
+    background, sigma : ndarray, float64, shape (ny, nx)
+        Input units.
+    mesh : int
+        Mesh side used (smaller than ``p["mesh"]`` for frames smaller than a mesh).
+    """
+    from scipy import ndimage
+
     h, w = image.shape
-    mesh, sub = int(p["mesh"]), int(p["subsample"])
-    # Small frames: meshes no larger than the frame, and never fewer than ~1000 sampled pixels.
-    mesh = max(min(mesh, max(h, w)), 1)
-    sub = max(1, min(sub, mesh // 32 or 1))
-    ny, nx = -(-h // mesh), -(-w // mesh)
-    # Subsample on a regular grid, pad with NaN to whole meshes, and put each mesh's pixels on a row.
-    s = image[::sub, ::sub].astype(np.float64)
-    s[~finite[::sub, ::sub]] = np.nan
-    m = -(-mesh // sub)
-    padded = np.full((ny * m, nx * m), np.nan)
-    padded[: s.shape[0], : s.shape[1]] = s
-    blocks = padded.reshape(ny, m, nx, m).transpose(0, 2, 1, 3).reshape(ny * nx, m * m)
-    mode, std, k = mesh_statistics(blocks, float(p["clip"]), int(p["clip_iters"]))
+    mesh = max(1, min(int(p["mesh"]), max(h, w)))
+    # keep >= ~1000 samples per mesh in small frames
+    sub = max(1, min(int(p["subsample"]), mesh // 32))
+    iy, vy, my = _mesh_index(h, mesh, sub)
+    ix, vx, mx = _mesh_index(w, mesh, sub)
+    ny, nx = iy.size // my, ix.size // mx
+    # every sub-th pixel of every sub-th row, laid out mesh by mesh; an odd stride does not alias
+    # with the period-2 patterns of interlaced readouts or bad alternate rows
+    s = image[np.ix_(iy, ix)].astype(np.float64)
+    s[~(finite[np.ix_(iy, ix)] & vy[:, None] & vx[None, :])] = np.nan
+    blocks = s.reshape(ny, my, nx, mx).transpose(0, 2, 1, 3).reshape(ny * nx, my * mx)
+    clip, iters = float(p["clip"]), int(p["clip_iters"])
+    mode, std, kept = mesh_statistics(blocks, clip, iters)
     n_in = np.isfinite(blocks).sum(axis=1)
-    # expected pixels per mesh (edge meshes are partial)
-    rows_in = np.minimum(m, s.shape[0] - np.arange(ny) * m)
-    cols_in = np.minimum(m, s.shape[1] - np.arange(nx) * m)
-    n_exp = (rows_in[:, None] * cols_in[None, :]).ravel()
-    valid = (n_in >= _MIN_VALID_FRACTION * n_exp) & np.isfinite(std) & (std > 0)
-    valid &= k >= 0.5 * np.maximum(n_in, 1) * _MIN_VALID_FRACTION  # not mostly clipped away
+    n_exp = np.outer(vy.reshape(ny, my).sum(1), vx.reshape(nx, mx).sum(1)).ravel()
+    # a mesh is trusted when mostly made of finite pixels, mostly kept by the clipping, and noisy
+    valid = (n_in >= _MIN_VALID_FRACTION * n_exp) & (kept >= _MIN_VALID_FRACTION * n_in)
+    valid &= np.isfinite(std) & (std > 0)
     if not valid.any():
-        # no mesh is trustworthy (e.g. mostly constant): fall back to global statistics
-        finite_vals = blocks[np.isfinite(blocks)]
-        if finite_vals.size == 0:
-            raise ValueError("no finite pixel")
-        gm, gs, _ = mesh_statistics(finite_vals[None, :], float(p["clip"]), int(p["clip_iters"]))
+        # no trustworthy mesh (e.g. a mostly constant frame): global statistics of every pixel
+        vals = image[finite].astype(np.float64)[None, :]
+        gm, gs, _ = mesh_statistics(vals, clip, iters)
         if not (np.isfinite(gs[0]) and gs[0] > 0):
-            gs = np.array([np.std(image[finite], dtype=np.float64)])
-            gm = np.array([np.median(image[finite])])
+            gm, gs = np.median(vals, axis=1), np.std(vals, axis=1)
         if not (np.isfinite(gs[0]) and gs[0] > 0):
             raise ValueError("constant image (no noise to normalise by)")
         return np.full((ny, nx), gm[0]), np.full((ny, nx), gs[0]), mesh
@@ -236,13 +271,24 @@ def background_meshes(image: np.ndarray, finite: np.ndarray, p: dict) -> tuple:
     bg = _fill_invalid(mode.reshape(ny, nx), valid)
     sg = _fill_invalid(std.reshape(ny, nx), valid)
     f = int(p["filter"])
-    if f > 1 and (ny > 1 or nx > 1):
-        # imported here: scipy.ndimage costs 0.6 s to import, and maxitrack's one-mesh tiles never filter
-        from scipy import ndimage
+    return _median_filter(bg, f), _median_filter(sg, f), mesh
 
-        bg = ndimage.median_filter(bg, size=(min(f, ny), min(f, nx)), mode="nearest")
-        sg = ndimage.median_filter(sg, size=(min(f, ny), min(f, nx)), mode="nearest")
-    return bg, sg, mesh
+
+def _median_filter(grid: np.ndarray, size: int) -> np.ndarray:
+    """Median filter of a mesh grid that keeps gradients up to the edges.
+
+    The grid is padded by point reflection (linear extrapolation), so that a plane is left
+    unchanged; edge replication would bias edge meshes by up to a mesh's worth of gradient.
+    """
+    from scipy import ndimage
+
+    r = size // 2
+    pad = [(r, r) if n > 1 else (0, 0) for n in grid.shape]
+    if r == 0 or grid.size == 1:
+        return grid
+    padded = np.pad(grid, pad, mode="reflect", reflect_type="odd")
+    out = ndimage.median_filter(padded, size=[2 * a + 1 for a, _ in pad], mode="nearest")
+    return out[tuple(slice(a, a + n) for (a, _), n in zip(pad, grid.shape))]
 
 
 def normalize_image(image, params: dict | None = None) -> Normalized:

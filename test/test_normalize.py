@@ -1,0 +1,197 @@
+"""Background and noise maps, scaling, and the handling of non-finite and degenerate frames."""
+
+import numpy as np
+import pytest
+
+from maximask.normalize import DEFAULT_NORMALISATION, mesh_statistics, normalize_image
+
+
+def sky(shape, level=1000.0, sigma=10.0, seed=0, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    return (level + rng.normal(0.0, sigma, shape)).astype(dtype)
+
+
+def _clip_loop(x, clip, iters):
+    """Reference: the same clipping written as a plain loop with boolean masks."""
+    x = np.sort(x[np.isfinite(x)])
+    rank = lambda q: x[int(round(q * (x.size - 1)))]  # noqa: E731
+    width = 0.5 * (rank(0.8413) - rank(0.1587))
+    keep = (x >= rank(0.5) - clip * width) & (x <= rank(0.5) + clip * width)
+    for _ in range(iters):
+        k = x[keep]
+        med, std = np.median(k), k.std()
+        new = (x >= med - clip * std) & (x <= med + clip * std)
+        if (new == keep).all():
+            break
+        keep = new
+    k = x[keep]
+    med, mean, std = np.median(k), k.mean(), k.std()
+    mode = med if abs(mean - med) > 0.3 * std else 2.5 * med - 1.5 * mean
+    return mode, std, keep.sum()
+
+
+def test_mesh_statistics_match_plain_loop():
+    rng = np.random.default_rng(1)
+    rows = [
+        rng.normal(5.0, 2.0, 4000),
+        np.concatenate([rng.normal(0.0, 1.0, 3000), rng.exponential(30.0, 1000)]),  # sources
+        np.concatenate([rng.normal(-3.0, 0.5, 2000), np.full(2000, np.nan)]),  # half masked
+        rng.standard_cauchy(4000),
+    ]
+    mode, std, n = mesh_statistics(np.array(rows), 3.0, 5)
+    for i, r in enumerate(rows):
+        m_ref, s_ref, n_ref = _clip_loop(r, 3.0, 5)
+        assert n[i] == n_ref
+        assert mode[i] == pytest.approx(m_ref, rel=1e-9, abs=1e-9)
+        assert std[i] == pytest.approx(s_ref, rel=1e-6)
+
+
+def test_mesh_statistics_empty_mesh_is_nan():
+    mode, std, n = mesh_statistics(np.full((1, 100), np.nan), 3.0, 5)
+    assert np.isnan(mode[0]) and np.isnan(std[0]) and n[0] == 0
+
+
+def test_flat_sky_background_and_noise_recovered():
+    norm = normalize_image(sky((600, 700)))
+    assert norm.data.shape == (600, 700) and norm.data.dtype == np.float32
+    assert norm.background == pytest.approx(1000.0, abs=0.3)
+    assert norm.sigma == pytest.approx(10.0, rel=0.03)
+    # unit noise through asinh: std(asinh(N(0, 1))) = 0.80
+    assert abs(float(norm.data.mean())) < 0.02
+    assert float(norm.data.std()) == pytest.approx(0.80, abs=0.02)
+    assert norm.n_nonfinite == 0
+
+
+def test_gradient_removed_everywhere():
+    yy, xx = np.mgrid[0:1024, 0:1024]
+    img = sky((1024, 1024)) + 0.5 * xx + 0.2 * yy  # 500 ADU = 50 sigma across the frame
+    d = normalize_image(img).data
+    for sl in [np.s_[:128, :128], np.s_[-128:, -128:], np.s_[:128, -128:], np.s_[450:570, 450:570]]:
+        assert abs(float(d[sl].mean())) < 0.1
+
+
+def test_large_scale_structure_survives():
+    """A 150-px nebulosity at 3 sigma must stay visible to the network."""
+    yy, xx = np.mgrid[0:1024, 0:1024]
+    blob = 30.0 * np.exp(-((yy - 512) ** 2 + (xx - 512) ** 2) / (2 * 64.0**2))  # FWHM 150 px
+    d = normalize_image(sky((1024, 1024)) + blob).data
+    centre = float(d[492:532, 492:532].mean())
+    assert centre > 0.8 * np.arcsinh(3.0)  # >= 80 % of the 3-sigma peak kept after compression
+
+
+def test_dynamic_range_of_the_scaling():
+    img = sky((512, 512))
+    img[100:110, 100:110] = 1000 + 10 * 1e5  # saturated star at 1e5 sigma
+    img[300, 300] = 1000 - 10 * 200  # dead pixel
+    d = normalize_image(img).data
+    assert 11.0 < d[105, 105] < 13.0  # asinh(1e5) = 12.2
+    assert -7.0 < d[300, 300] < -5.0  # asinh(-200) = -6.0
+
+
+def test_bright_mesh_does_not_leak_into_neighbours():
+    img = sky((1024, 1024))
+    img[256:512, 256:512] += 5000.0  # a mesh covered by a saturated halo
+    d = normalize_image(img).data
+    # the median filter replaces the outlier mesh: its neighbours' sky stays at 0
+    assert abs(float(d[600:700, 600:700].mean())) < 0.05
+    assert abs(float(d[100:200, 300:400].mean())) < 0.05
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nonfinite_pixels_zeroed_and_counted(bad):
+    img = sky((512, 512))
+    img[200:220, 10:300] = bad
+    img[5, 5] = bad
+    norm = normalize_image(img)
+    assert norm.n_nonfinite == 20 * 290 + 1
+    assert np.isfinite(norm.data).all()
+    assert (norm.data[200:220, 10:300] == 0).all() and norm.data[5, 5] == 0
+    # the neighbours' values move only by the sampling error of the mesh statistics, which lose
+    # a few samples (sigma / sqrt(2700 samples) = 0.02 sigma)
+    ref = normalize_image(sky((512, 512))).data
+    keep = np.isfinite(img)
+    assert np.abs(norm.data - ref)[keep].max() < 0.05
+
+
+def test_nan_inf_and_minus_inf_are_one_case():
+    a, b = sky((300, 300)), sky((300, 300))
+    a[100:150, 100:150] = np.nan
+    b[100:150, 100:150] = np.inf
+    b[120:130, 100:150] = -np.inf
+    np.testing.assert_array_equal(normalize_image(a).data, normalize_image(b).data)
+
+
+def test_huge_finite_values_do_not_overflow():
+    img = sky((256, 256), dtype=np.float64)
+    img[10, 10] = 1e300  # beyond float32
+    img[20, 20] = -1e300
+    d = normalize_image(img).data
+    assert np.isfinite(d).all()
+    assert d[10, 10] == DEFAULT_NORMALISATION["limit"] and d[20, 20] == -DEFAULT_NORMALISATION["limit"]
+
+
+def test_float64_offset_precision_kept():
+    img = sky((256, 256), level=1e7, sigma=1.0, dtype=np.float64)
+    d = normalize_image(img).data
+    assert float(d.std()) == pytest.approx(0.80, abs=0.03)
+
+
+def test_integer_input_same_as_float():
+    img = np.round(sky((300, 200), sigma=20.0))
+    a = normalize_image(img.astype(np.int16)).data
+    b = normalize_image(img.astype(np.float32)).data
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_big_endian_input():
+    img = sky((128, 128))
+    np.testing.assert_array_equal(normalize_image(img.astype(">f4")).data, normalize_image(img).data)
+
+
+@pytest.mark.parametrize("shape", [(1, 2), (3, 5), (100, 80), (17, 1000), (257, 513)])
+def test_any_shape(shape):
+    d = normalize_image(sky(shape)).data
+    assert d.shape == shape and np.isfinite(d).all()
+
+
+def test_mostly_constant_frame_with_noise_somewhere():
+    img = np.zeros((512, 512), np.float32)
+    img[:, :64] = sky((512, 64))  # overscan-like strip is the only noisy part
+    d = normalize_image(img).data
+    assert np.isfinite(d).all()
+
+
+@pytest.mark.parametrize(
+    "image, reason",
+    [
+        (np.full((50, 50), np.nan), "NaN"),
+        (np.full((50, 50), 7.0), "constant"),
+        (np.zeros((4, 5, 6)), "2D"),
+        (np.zeros((0, 5)), "empty"),
+        (np.array([["a", "b"]]), "numeric"),
+    ],
+)
+def test_degenerate_frames_raise(image, reason):
+    with pytest.raises(ValueError, match=reason):
+        normalize_image(image)
+
+
+def test_constant_with_nans_raises():
+    img = np.full((64, 64), 3.0)
+    img[::2] = np.nan
+    with pytest.raises(ValueError, match="constant"):
+        normalize_image(img)
+
+
+def test_params_default_and_unknown():
+    img = sky((128, 128))
+    np.testing.assert_array_equal(normalize_image(img).data, normalize_image(img, DEFAULT_NORMALISATION).data)
+    with pytest.raises(ValueError, match="unknown normalisation"):
+        normalize_image(img, {"name": "something_else"})
+
+
+def test_softening_parameter_used():
+    img = sky((128, 128))
+    a = normalize_image(img).data
+    b = normalize_image(img, dict(DEFAULT_NORMALISATION, softening=2.0)).data
+    np.testing.assert_allclose(b, np.arcsinh(np.sinh(a.astype(np.float64)) / 2.0), atol=1e-5)
