@@ -115,13 +115,14 @@ class Scorer:
         self.tile = int(meta.tile_size)
         self.selection = dict(meta.extra.get("tiles") or {})
         self.calibration = meta.extra.get("calibration")
+        self.normalisation = dict(meta.normalisation)
         self.prior = prior
         self.batch_size = batch_size
 
     def tiles(self, image: np.ndarray) -> np.ndarray:
         from maxitrack.tiles import prepare_tiles
 
-        return prepare_tiles(image, self.tile, self.selection)
+        return prepare_tiles(image, self.tile, self.selection, self.normalisation)
 
     def score(self, tiles: np.ndarray) -> float:
         """Probability of a tracking error for the field whose tiles are ``tiles`` (N, T, T, 1)."""

@@ -10,7 +10,7 @@ whatever their positions. Output: one logit per tile.
 from __future__ import annotations
 
 #: Default widths of the convolution stages.
-DEFAULT_WIDTHS = (16, 24, 32, 48)
+DEFAULT_WIDTHS = (12, 16, 32, 48)
 
 
 def build_model(tile: int, widths=DEFAULT_WIDTHS, name: str = "maxitrack"):

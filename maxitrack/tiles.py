@@ -9,9 +9,10 @@ on ``n_tiles`` square cells of side ``tile`` chosen where the sources are:
    multiple of the cell);
 2. the sky level and noise of the frame are measured once on a regular subsample of the pixels
    (the clipped statistics of :func:`maximask.normalize.mesh_statistics`);
-3. each cell is scored by the number of pixels above ``sky + detect * noise`` on every second pixel
-   of every second row, capped at ``cap`` of the cell, so that a cell with a dozen stars counts as
-   much as a cell on a saturated star (whose bleed trail and halo would otherwise always win);
+3. each cell is scored by the number of compact-source peaks it holds (:func:`compact_peaks`:
+   local maxima of the 2x2-binned frame that stand out from their surroundings, so that
+   nebulosities, halos and scattered light, which are bright but not compact, do not attract the
+   tiles), capped at ``cap`` so that all crowded cells count alike;
 4. the ``n_tiles`` best cells are kept; ties (all capped cells, or all empty ones) are broken by a
    fixed pseudo-random order, so that the kept cells spread over the frame reproducibly.
 
@@ -24,20 +25,34 @@ from __future__ import annotations
 
 import numpy as np
 
-from maximask.normalize import DEFAULT_NORMALISATION, mesh_statistics, normalize_image
+from maximask.normalize import mesh_statistics, normalize_image
 
 #: Tile selection parameters stored in the network metadata (``extra["tiles"]``).
 DEFAULT_SELECTION = {
     "n_tiles": 12,  # tiles per HDU
     "detect": 5.0,  # detection threshold (noise sigma) for the source count
-    "cap": 0.05,  # a cell's score saturates when this fraction of its (sampled) pixels is detected
+    "cap": 25,  # a cell's score saturates at this many peaks
     "seed": 12345,  # fixed pseudo-random order that breaks ties between equal cells
 }
 
 
 def tile_normalisation(tile: int) -> dict:
-    """Normalisation parameters for a tile of side ``tile``: one background mesh per tile."""
-    return dict(DEFAULT_NORMALISATION, mesh=int(tile))
+    """Normalisation parameters for a tile of side ``tile``: one background mesh per tile.
+
+    The values are written out rather than taken from :data:`maximask.normalize.DEFAULT_NORMALISATION`
+    so that a change of maximask's defaults does not silently change what a maxitrack network sees
+    (inference uses the values stored in the network metadata anyway).
+    """
+    return {
+        "name": "mesh_bg_sigma_v1",
+        "mesh": int(tile),
+        "subsample": 4,
+        "clip": 3.0,
+        "clip_iters": 5,
+        "filter": 3,
+        "softening": 1.0,
+        "limit": 30.0,
+    }
 
 
 def cell_origins(n_pix: int, tile: int) -> np.ndarray:
@@ -77,6 +92,59 @@ def frame_sky(image: np.ndarray, step: int = 8) -> tuple:
     return float(mode[0]), float(std[0])
 
 
+def compact_peaks(image: np.ndarray, sky: float, noise: float, detect: float, reach: int = 4) -> np.ndarray:
+    """Peaks of compact sources (stars, and the streaks a tracking error makes of them).
+
+    On the 2x2-binned frame, a pixel is a peak when it is above ``sky + detect * noise``, a local
+    maximum (ties broken towards the first pixel of a plateau) and brighter by ``detect * noise``
+    than the pixels ``reach`` binned pixels away in at least two of the four axis directions: a
+    star or a streak (bright across it, not along it) passes; diffuse light (nebulosity, halos,
+    scattered light), whose noise also makes local maxima above the sky, does not.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W)
+    sky, noise : float
+        Frame sky level and noise (input units), see :func:`frame_sky`.
+    detect : float
+        Threshold (noise sigma).
+    reach : int
+        Distance (binned pixels) of the contrast test.
+
+    Returns
+    -------
+    ndarray, bool, shape (H // 2, W // 2)
+        True at the peaks (binned grid); False within ``reach`` of the border.
+    """
+    h2, w2 = image.shape[0] // 2, image.shape[1] // 2
+    out = np.zeros((h2, w2), bool)
+    d = int(reach)
+    if h2 <= 2 * d or w2 <= 2 * d:
+        return out
+    im = image[: 2 * h2, : 2 * w2]
+    if im.dtype != np.float32:
+        im = im.astype(np.float32)
+    # sum of 2x2 blocks (4x faster than a reshaped mean): sky 4 * sky, noise 2 * noise
+    b = im[0::2, 0::2] + im[1::2, 0::2]
+    b += im[0::2, 1::2]
+    b += im[1::2, 1::2]
+    sky = 4.0 * sky
+    thr = np.float32(detect * noise * 2.0)
+    c = b[d:-d, d:-d]
+    with np.errstate(invalid="ignore"):
+        n_contrast = (
+            (c - b[: -2 * d, d:-d] > thr).view(np.uint8)
+            + (c - b[2 * d :, d:-d] > thr).view(np.uint8)
+            + (c - b[d:-d, : -2 * d] > thr).view(np.uint8)
+            + (c - b[d:-d, 2 * d :] > thr).view(np.uint8)
+        )
+        peak = (n_contrast >= 2) & (c > np.float32(sky) + thr)
+        peak &= (c > b[d - 1 : -d - 1, d:-d]) & (c >= b[d + 1 : h2 - d + 1, d:-d])
+        peak &= (c > b[d:-d, d - 1 : -d - 1]) & (c >= b[d:-d, d + 1 : w2 - d + 1])
+    out[d:-d, d:-d] = peak
+    return out
+
+
 def select_tiles(image: np.ndarray, tile: int, params: dict | None = None, sky_noise: tuple | None = None) -> list:
     """Choose the cells of a frame the classifier looks at.
 
@@ -105,16 +173,16 @@ def select_tiles(image: np.ndarray, tile: int, params: dict | None = None, sky_n
     if len(cells) > n_keep:
         sky, noise = sky_noise if sky_noise is not None else frame_sky(image)
         if np.isfinite(noise) and noise > 0:
-            # Count on every second pixel of every second row: a star covers many pixels, so
-            # a quarter of them counts it as well, at a quarter of the cost.
-            with np.errstate(invalid="ignore"):
-                det = image[::2, ::2] > sky + float(p["detect"]) * noise
-            half = -(-tile // 2)
-            cap = max(1.0, float(p["cap"]) * half * half)
-            score = np.array(
-                [min(cap, np.count_nonzero(det[y // 2 : y // 2 + half, x // 2 : x // 2 + half])) for y, x in cells],
-                dtype=float,
-            )
+            peaks = compact_peaks(image, sky, noise, float(p["detect"]))
+            # peaks are on the 2x2-binned grid; cumulative sums give every cell's count at once
+            csum = np.zeros((peaks.shape[0] + 1, peaks.shape[1] + 1), np.int64)
+            csum[1:, 1:] = peaks.cumsum(0).cumsum(1)
+            half = tile // 2
+            cy = np.clip(np.array([y for y, _ in cells]) // 2, 0, peaks.shape[0])
+            cx = np.clip(np.array([x for _, x in cells]) // 2, 0, peaks.shape[1])
+            ey, ex = np.minimum(cy + half, peaks.shape[0]), np.minimum(cx + half, peaks.shape[1])
+            count = csum[ey, ex] - csum[cy, ex] - csum[ey, cx] + csum[cy, cx]
+            score = np.minimum(count, float(p["cap"]))
         else:
             score = np.zeros(len(cells))
         order = np.lexsort((tie, -score))
@@ -137,7 +205,9 @@ def extract_tile(image: np.ndarray, y0: int, x0: int, tile: int) -> np.ndarray:
     return out
 
 
-def prepare_tiles(image: np.ndarray, tile: int, selection: dict | None = None) -> np.ndarray:
+def prepare_tiles(
+    image: np.ndarray, tile: int, selection: dict | None = None, normalisation: dict | None = None
+) -> np.ndarray:
     """Select and normalise the tiles of one frame.
 
     Parameters
@@ -148,6 +218,9 @@ def prepare_tiles(image: np.ndarray, tile: int, selection: dict | None = None) -
         Tile side (the network's input side).
     selection : dict, optional
         Selection parameters (:data:`DEFAULT_SELECTION` keys).
+    normalisation : dict, optional
+        Normalisation parameters (the network metadata's ``normalisation``); default
+        :func:`tile_normalisation`.
 
     Returns
     -------
@@ -173,7 +246,7 @@ def prepare_tiles(image: np.ndarray, tile: int, selection: dict | None = None) -
         with np.errstate(invalid="ignore"):
             if np.nanmax(image) == np.nanmin(image):
                 raise ValueError("constant image (no noise to normalise by)")
-    norm = tile_normalisation(tile)
+    norm = normalisation or tile_normalisation(tile)
     origins = select_tiles(image, tile, selection, sky_noise=(sky, noise))
     out = np.empty((len(origins), tile, tile, 1), np.float32)
     for i, (y0, x0) in enumerate(origins):

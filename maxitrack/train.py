@@ -57,6 +57,18 @@ def simulate_frame(seed: int, split: str, index: int, shape, sim_config: dict | 
     return simulate_tracking_frame(tuple(shape), frame_rng(seed, split, index), sim_config)
 
 
+def simulator_hash() -> str:
+    """SHA-256 (16 hex) of the simulator's source files: the data depend on them as on the seed."""
+    import hashlib
+
+    import maximask.sim
+
+    h = hashlib.sha256()
+    for f in sorted(Path(maximask.sim.__file__).parent.glob("*.py")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _frame_record(index: int, label: int, meta: dict) -> dict:
     """The JSON-serialisable part of a frame's metadata that evaluation needs."""
     rec = {"index": int(index), "label": int(label)}
@@ -99,7 +111,7 @@ def make_tiles(
         tiles, labels, frames, records = [], [], [], []
         for i in range(c0, c1):
             image, label, meta = simulate_frame(seed, split, i, shape, sim_config)
-            t = prepare_tiles(image, tile, selection)[..., 0]
+            t = prepare_tiles(image, tile, selection, tile_normalisation(tile))[..., 0]
             tiles.append(t.astype(np.float16))
             labels += [int(label)] * len(t)
             frames += [i] * len(t)
@@ -202,7 +214,7 @@ def parse_args(argv=None):
     ap.add_argument("--frame-size", type=int, nargs=2, default=(512, 512), metavar=("H", "W"))
     ap.add_argument("--tile", type=int, default=128, help="tile side (network input)")
     ap.add_argument("--tiles-per-frame", type=int, default=4, help="tiles selected per training frame")
-    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=1, help="seed of the simulated data and of the training")
@@ -225,7 +237,7 @@ def main(argv=None) -> int:
         logf.flush()
 
     cmd = "maxitrack-train " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-    log(f"start: {cmd}")
+    log(f"start: {cmd} (simulator source {simulator_hash()})")
     tile = args.tile
     train_sel = dict(DEFAULT_SELECTION, n_tiles=args.tiles_per_frame)
     shape = tuple(args.frame_size)
@@ -320,6 +332,7 @@ def main(argv=None) -> int:
             "training_command": cmd,
             "data": {
                 "simulator": "maximask.sim.simulate_tracking_frame",
+                "simulator_source_sha256": simulator_hash(),
                 "seed": args.seed,
                 "frame_shape": list(shape),
                 "train_frames": args.frames,
