@@ -31,7 +31,7 @@ DEFAULTS = {
     "clean_prob": 0.08,  # frames with no contaminant at all (unless forced)
     # the truth rule
     "k_sigma": 1.0,  # a pixel is labelled where the contaminant adds more than k_sigma * sigma_local
-    "diffuse_box": 8,  # diffuse classes (FR, NEB, BBG) compare with the noise of a box this wide
+    "diffuse_box": 4,  # diffuse classes (FR, NEB, BBG) compare with the noise of a box this wide
     # detector and conditions (ranges are drawn log-uniformly unless noted)
     "detector": None,  # 'thick', 'thin', 'nir' or None (random)
     "sky_e": (10.0, 50000.0),

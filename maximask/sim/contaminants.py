@@ -227,8 +227,8 @@ def persistence(shape, rng, sigma_bg, sources, n, fwhm):
     info = []
     busy = sources > 0.5 * sigma_bg
     for _ in range(n):
-        rad = float(log_uniform(rng, 1.0, 4.0) * max(fwhm, 1.5))
-        amp = float(log_uniform(rng, 1.5, 40.0) * sigma_bg)
+        rad = float(log_uniform(rng, 0.6, 2.5) * max(fwhm, 1.5))
+        amp = float(log_uniform(rng, 1.5, 25.0) * sigma_bg)
         for _try in range(30):
             cy, cx = rng.uniform(0, h), rng.uniform(0, w)
             b = int(rad * 2 + 3)
@@ -238,14 +238,17 @@ def persistence(shape, rng, sigma_bg, sources, n, fwhm):
                 break
         yy, xx = np.mgrid[y0:y1, x0:x1]
         r = np.hypot(yy - cy, xx - cx)
-        ghost = amp / (1.0 + np.exp((r - rad) / (0.3 * max(fwhm, 1.0))))
+        ghost = amp / (1.0 + np.exp(np.clip((r - rad) / (0.4 * max(fwhm, 1.0)), -50, 50)))
         layer[y0:y1, x0:x1] += ghost.astype(np.float32)
         trail = rng.uniform() < 0.3
         if trail:
-            j0, j1 = max(0, int(cx - 0.4 * rad)), min(w, int(cx + 0.4 * rad) + 1)
+            # the old bleed trail: a narrow column segment fading away from the star
+            half = int(rng.integers(0, 2))
+            j0, j1 = max(0, int(round(cx)) - half), min(w, int(round(cx)) + half + 1)
             ln = int(log_uniform(rng, 10, 150))
             a, b2 = max(0, int(cy) - ln), min(h, int(cy) + ln)
-            layer[a:b2, j0:j1] += 0.5 * amp
+            fade = np.exp(-np.abs(np.arange(a, b2) - cy) / (0.5 * ln)).astype(np.float32)
+            layer[a:b2, j0:j1] += 0.4 * amp * fade[:, None]
         info.append({"y": float(cy), "x": float(cx), "radius_px": rad, "amp_e": amp, "trail": bool(trail)})
     return layer, info
 
@@ -312,18 +315,15 @@ def fringes(shape, rng, sky, sigma_local_min, box):
     """
     h, w = shape
     period = float(log_uniform(rng, 15.0, 80.0))
-    f0 = 1.0 / period
-    stretch = rng.uniform(1.0, 2.5)
+    # interference contours of a thinned CCD: the phase follows the smooth thickness map, so the
+    # fringes are wavy, mostly parallel bands whose orientation and spacing drift over the chip
     rot = rng.uniform(0, np.pi)
-    bw = rng.uniform(0.1, 0.25)
-
-    def power(ky, kx):
-        ku = kx * np.cos(rot) + ky * np.sin(rot)
-        kv = (-kx * np.sin(rot) + ky * np.cos(rot)) * stretch
-        k = np.hypot(ku, kv)
-        return np.exp(-0.5 * ((k - f0) / (bw * f0)) ** 2)
-
-    pattern = gaussian_field(shape, rng, power)
+    yy = np.arange(h, dtype=np.float32)[:, None]
+    xx = np.arange(w, dtype=np.float32)[None, :]
+    warp = lowres_field(shape, rng, lambda ky, kx: (ky * ky + kx * kx + 1e-6) ** -2.0, 16)
+    bend = rng.uniform(2.0, 12.0)
+    phase = (2 * np.pi / period) * (xx * np.cos(rot) + yy * np.sin(rot)) + bend * warp
+    pattern = (np.cos(phase) * np.sqrt(2.0)).astype(np.float32)
     env = lowres_field(shape, rng, lambda ky, kx: (ky * ky + kx * kx + 1e-6) ** -2.0, 16)
     env = np.clip(0.6 + 0.5 * env, 0.0, 1.0) if rng.uniform() < 0.6 else np.ones(shape, dtype=np.float32)
     skyv = float(np.mean(sky))
@@ -364,7 +364,9 @@ def nebulosity(shape, rng, sigma_bg):
         envl = np.exp(-0.5 * (xx * xx + yy * yy) * 4)
         neb = amp * envl * np.exp(0.6 * f)
     elif kind == "fractal":
-        neb = amp * np.clip(np.exp(0.8 * f) - rng.uniform(0.8, 1.6), 0, None)
+        # soft threshold (softplus) keeps the edges diffuse instead of cut
+        x = 2.0 * (f - rng.uniform(-0.3, 0.8))
+        neb = amp * 0.5 * np.logaddexp(0.0, x)
     else:
         g = lowres_field(shape, rng, power, 2)
         bright = amp * (1.5 + 0.3 * f)
@@ -399,7 +401,7 @@ def bright_background(shape, rng, sigma_bg, bright_xy, fwhm):
             rin = rout * rng.uniform(0.2, 0.5)
             # ghosts sit on the line through the star and the optical axis
             cy, cx = h / 2, w / 2
-            k = rng.uniform(-1.2, 1.2)
+            k = rng.choice([-1.0, 1.0]) * rng.uniform(0.3, 1.2)
             gy, gx = sy + k * (sy - cy) + rng.normal(0, 10), sx + k * (sx - cx) + rng.normal(0, 10)
             r = np.hypot(yy - gy, xx - gx)
             edge = max(1.0, 0.05 * rout)
@@ -433,7 +435,7 @@ def spikes(shape, cond, stars, bright, sigma_bg):
     width = max(0.35 * fwhm, 0.6)
     nsp = cond["spike_count"]
     angles = cond["spike_angle"] + np.arange(nsp) * (2 * np.pi / nsp)
-    eps = 2e-3
+    eps = cond["spike_strength"]
     across = np.linspace(-3.0, 3.0, 9)
     wq = np.exp(-0.5 * across ** 2)
     wq /= wq.sum()

@@ -68,6 +68,8 @@ def draw_conditions(shape, rng, cfg, present):
         "sky_gradient": [float(v) for v in rng.uniform(-0.03, 0.03, 3)],
         "flat_residual": float(log_uniform(rng, 0.001, 0.01)),
         "spike_count": int(rng.choice([4, 6], p=[0.75, 0.25])),
+        # spike line density at r is spike_strength * F * FWHM / r**2 (e-/px along the spike)
+        "spike_strength": float(log_uniform(rng, 1e-2, 6e-2)),
         "spike_angle": float(rng.choice([0.0, np.pi / 4]) if rng.uniform() < 0.6 else rng.uniform(0, np.pi / 2)),
         "center": [h / 2.0, w / 2.0],
     }
@@ -138,7 +140,9 @@ def draw_catalog(shape, rng, cfg, cond, present):
     beta = cond["moffat_beta"]
     ppf = moffat_peak_per_flux(fwhm * 0.85, beta)  # conservative peak/flux (the PSF varies over the field)
     sat = cond["saturation_e"] - cond["sky_e"] * 1.1
-    fcap = np.inf if "SAT" in present else max(0.7 * sat, 1.0) / ppf
+    # with SAT, the luminosity function may run a little past saturation (a handful of saturated
+    # field stars in crowded fields); without it, every source peaks below 70 % of saturation
+    fcap = (log_uniform(rng, 1.0, 30.0) if "SAT" in present else 0.7) * max(sat, 1.0) / ppf
     fmin = sig * 1.5 * fwhm
     fcap = max(fcap, fmin * 1.01)
 
@@ -153,7 +157,7 @@ def draw_catalog(shape, rng, cfg, cond, present):
     if present & {"SAT", "SP", "BBG"}:
         n_b = max(n_b, 1)
     if "SAT" in present:
-        peak = log_uniform(rng, 1.5, 3000.0, n_b)
+        peak = log_uniform(rng, 1.5, 1000.0, n_b)
     else:
         peak = rng.uniform(0.2, 0.7, n_b)
     fb = peak * max(sat, 1.0) / ppf
@@ -169,7 +173,7 @@ def draw_catalog(shape, rng, cfg, cond, present):
 
     gdens = log_uniform(rng, *cfg["galaxy_density"])
     n_g = rng.poisson(gdens * area)
-    gflux = _truncated_pareto(rng, n_g, 2 * fmin, max(fcap, 2.02 * fmin) if np.isfinite(fcap) else max(20 * sat / ppf, 2.02 * fmin), rng.uniform(0.5, 0.9))
+    gflux = _truncated_pareto(rng, n_g, 2 * fmin, max(min(fcap, 0.7 * max(sat, 1.0) / ppf), 2.02 * fmin), rng.uniform(0.5, 0.9))
     galaxies = {
         "x": rng.uniform(-0.5, w - 0.5, n_g),
         "y": rng.uniform(-0.5, h - 0.5, n_g),
