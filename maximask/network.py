@@ -16,10 +16,12 @@ and normalisation come from the metadata.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +92,26 @@ def weights_hash(path: str | os.PathLike) -> str:
     return h.hexdigest()[:16]
 
 
+@contextlib.contextmanager
+def _stderr_silenced():
+    """Silence file descriptor 2: LiteRT's C++ logger prints "INFO: Created TensorFlow Lite XNNPACK
+    delegate for CPU." on the first tensor allocation, and stderr is reserved for our error lines.
+    (No Python API or environment variable sets that logger's level.) Failures still raise."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 class Network:
     """A loaded network, ready to run on batches of normalised tiles.
 
@@ -143,7 +165,8 @@ class Network:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         if batch.shape != self._shape:
             self._interpreter.resize_tensor_input(self._input, batch.shape, strict=False)
-            self._interpreter.allocate_tensors()
+            with _stderr_silenced():
+                self._interpreter.allocate_tensors()
             self._shape = batch.shape
         self._interpreter.set_tensor(self._input, batch)
         self._interpreter.invoke()
