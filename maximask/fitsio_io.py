@@ -328,12 +328,16 @@ class OutputFile:
             fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
         except OSError as exc:
             raise MaximaskError(self.path.parent, f"cannot write output directory ({exc.strerror})") from None
-        os.close(fd)
         self.tmp_path = Path(tmp)
-        # mkstemp creates 0600; outputs get the permissions of any new file (umask)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self.tmp_path, 0o666 & ~umask)
+        try:
+            os.close(fd)
+            # mkstemp creates 0600; outputs get the permissions of any new file (umask)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self.tmp_path, 0o666 & ~umask)
+        except BaseException:  # an interrupt here must not leave the temporary file behind
+            self.discard()
+            raise
 
     def __enter__(self):
         return self

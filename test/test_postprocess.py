@@ -166,3 +166,16 @@ def test_header_cards_single_mask_has_bit_codes_and_no_planes():
 
 def test_logit_thresholds_without_shift():
     np.testing.assert_allclose(logit_thresholds([0.5, 0.75]), [0.0, math.log(3)])
+
+
+def test_header_cards_fit_in_80_characters():
+    import warnings
+
+    from astropy.io import fits
+
+    plan = make_plan(ABBRS, np.ones(14, bool), np.full(14, 0.1), np.full(14, 1 / 3), np.full(14, 1 / 7),
+                     single_mask=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for card in header_cards(plan, "10.20.30.dev4+g0123456", "0123456789abcdef", n_nonfinite=10**9):
+            assert len(fits.Card(*card).image) == 80
