@@ -1,0 +1,191 @@
+"""Quality of the maxitrack classifier on held-out simulated frames.
+
+Usage (from the repository root)::
+
+    nice -n 10 python benchmarks/tracking_quality.py [--frames 600] [--size 1024 1024] [--net_dir DIR]
+
+Frames: :func:`maximask.sim.simulate_tracking_frame` with ``numpy.random.default_rng((seed, 3, i))``:
+split 3, never used by ``maxitrack-train`` (training uses split 1, validation/calibration split 2),
+half of them with a tracking error. Each frame is scored by the code the command runs
+(:class:`maxitrack.cli.Scorer`: tile selection, normalisation, LiteRT network, aggregation), at the
+training prior (the benchmark is balanced like the training set), so that "accuracy at 0.5" is the
+accuracy of the calibrated posterior.
+
+Reported: ROC AUC, accuracy at 0.5, TPR at FPR 1 % and 5 %, FPR at TPR 95 %; TPR by error kind and
+by path extent; FPR on hard negatives (bad seeing, coma, trails, crowding, cosmic rays, saturation
+and bleed trails); and the effect of the number of tiles per frame on AUC (the tiles are ranked once,
+the first k are used). Tile logits are cached under ``--work`` so that the tables can be remade.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from maxitrack.scoring import field_logit, sigmoid
+from maxitrack.train import frame_rng, roc_auc
+
+
+def tpr_at_fpr(score, label, fpr):
+    """TPR at the threshold whose FPR on the negatives is at most ``fpr``; and that threshold."""
+    neg = np.sort(score[label == 0])
+    k = int(np.floor(fpr * len(neg)))
+    thr = neg[len(neg) - k - 1] if k < len(neg) else -np.inf  # scores above thr are positive
+    return float(np.mean(score[label == 1] > thr)), float(thr)
+
+
+def fpr_at_tpr(score, label, tpr):
+    pos = np.sort(score[label == 1])
+    thr = pos[int(np.floor((1 - tpr) * len(pos)))]  # a fraction tpr of the positives is >= thr
+    return float(np.mean(score[label == 0] >= thr)), float(thr)
+
+
+def simulate_and_score(args, scorer, work: Path):
+    """Per-frame records with the ranked tile logits (cached)."""
+    from maximask.sim import simulate_tracking_frame
+    from maxitrack.tiles import prepare_tiles
+
+    cache = work / f"bench_s{args.seed}_{args.size[0]}x{args.size[1]}_{scorer.net.model_id}.jsonl"
+    done = []
+    if cache.exists():
+        done = [json.loads(line) for line in cache.read_text().splitlines() if line.strip()]
+    sel = dict(scorer.selection, n_tiles=10**6)  # every cell, best first
+    t0 = time.time()
+    with open(cache, "a") as f:
+        for i in range(len(done), args.frames):
+            image, label, meta = simulate_tracking_frame(tuple(args.size), frame_rng(args.seed, "bench", i))
+            tiles = prepare_tiles(image, scorer.tile, sel, scorer.normalisation)
+            z = np.concatenate(
+                [scorer.net.predict_logits(tiles[j : j + 32]) for j in range(0, len(tiles), 32)]
+            )[:, 0]
+            rec = {
+                "index": i,
+                "label": int(label),
+                "kind": meta["kind"],
+                "extent_px": float(meta["tracking"].get("extent_px", 0.0)),
+                "fwhm_px": float(meta["fwhm_px"]),
+                "seeing_arcsec": float(meta["seeing_arcsec"]),
+                "psf_coma": float(meta["psf_coma"]),
+                "n_stars": int(meta["n_stars"]),
+                "classes": sorted(meta.get("classes_drawn") or []),
+                "tile_logits": [round(float(v), 5) for v in z],
+            }
+            f.write(json.dumps(rec) + "\n")
+            f.flush()
+            done.append(rec)
+            if (i + 1) % 50 == 0:
+                print(f"{i + 1}/{args.frames} frames ({time.time() - t0:.0f} s)", file=sys.stderr)
+    return done[: args.frames]
+
+
+def table(rows, header):
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=600)
+    ap.add_argument("--size", type=int, nargs=2, default=(1024, 1024), metavar=("H", "W"))
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--net_dir", default=None)
+    ap.add_argument("--work", default="runs/maxitrack/bench")
+    args = ap.parse_args(argv)
+    from maximask.resources import default_net_dir
+    from maxitrack.cli import Scorer
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    net_dir = args.net_dir or default_net_dir("maxitrack")
+    scorer = Scorer(net_dir, prior=0.5, batch_size=32)
+    pi = scorer.training_prior
+    n_tiles = int(scorer.selection.get("n_tiles", 12))
+    recs = simulate_and_score(args, scorer, work)
+
+    def scores(k):
+        return np.array([field_logit(r["tile_logits"][:k], scorer.calibration) for r in recs])
+
+    y = np.array([r["label"] for r in recs])
+    z = scores(n_tiles)  # calibrated logit at the training prior
+    p = sigmoid(z)
+    auc = roc_auc(z, y)
+    acc = float(np.mean((p >= 0.5) == (y == 1)))
+    t1, thr1 = tpr_at_fpr(z, y, 0.01)
+    t5, thr5 = tpr_at_fpr(z, y, 0.05)
+    f95, thr95 = fpr_at_tpr(z, y, 0.95)
+    lines = [
+        f"# maxitrack quality: {len(recs)} held-out frames {args.size[0]}x{args.size[1]} "
+        f"({int(y.sum())} with a tracking error), seed {args.seed} split 3, network {scorer.net.model_id}, "
+        f"{n_tiles} tiles per frame, scores at the training prior {pi:.3f}",
+        "",
+        table(
+            [[f"{auc:.4f}", f"{acc:.4f}", f"{t1:.4f}", f"{t5:.4f}", f"{f95:.4f}"]],
+            ["ROC AUC", "accuracy at 0.5", "TPR at FPR 1%", "TPR at FPR 5%", "FPR at TPR 95%"],
+        ),
+        "",
+        "TPR by error kind (at p >= 0.5, and at the FPR-1% threshold):",
+        "",
+    ]
+    rows = []
+    for kind in ("drift", "arc", "jump", "shake", "periodic"):
+        m = np.array([r["kind"] == kind for r in recs])
+        if m.any():
+            rows.append([kind, int(m.sum()), f"{np.mean(p[m] >= 0.5):.3f}", f"{np.mean(z[m] > thr1):.3f}"])
+    lines += [table(rows, ["kind", "frames", "TPR at 0.5", "TPR at FPR 1%"]), ""]
+    ext = np.array([r["extent_px"] for r in recs])
+    for kinds, name in ((("drift",), "drift length"), (("drift", "arc", "jump", "shake", "periodic"), "path extent, all kinds")):
+        lines += [f"TPR by {name} (px):", ""]
+        rows = []
+        for lo, hi in ((0, 5), (5, 10), (10, 20), (20, 1e9)):
+            m = np.array([r["kind"] in kinds for r in recs]) & (ext >= lo) & (ext < hi)
+            if m.any():
+                rng_name = f"{lo}-{hi}" if hi < 1e9 else f">= {lo}"
+                rows.append([rng_name, int(m.sum()), f"{np.mean(p[m] >= 0.5):.3f}", f"{np.mean(z[m] > thr1):.3f}"])
+        lines += [table(rows, ["extent", "frames", "TPR at 0.5", "TPR at FPR 1%"]), ""]
+    m5 = np.array([r["kind"] == "drift" for r in recs]) & (ext >= 5)
+    if m5.any():
+        lines += [f"drifts >= 5 px detected: {np.mean(p[m5] >= 0.5):.3f} at p >= 0.5, "
+                  f"{np.mean(z[m5] >= thr95):.3f} at the TPR-95% threshold ({int(m5.sum())} frames)", ""]
+    neg = y == 0
+    hard = {
+        "all negatives": np.ones(len(recs), bool),
+        "bad seeing (> 2 arcsec)": np.array([r["seeing_arcsec"] > 2.0 for r in recs]),
+        "large PSF (FWHM > 6 px)": np.array([r["fwhm_px"] > 6.0 for r in recs]),
+        "coma (psf_coma > 0.15)": np.array([r["psf_coma"] > 0.15 for r in recs]),
+        "trails (TRL)": np.array(["TRL" in r["classes"] for r in recs]),
+        "crowded (> 5000 stars)": np.array([r["n_stars"] > 5000 for r in recs]),
+        "cosmic rays (CR)": np.array(["CR" in r["classes"] for r in recs]),
+        "saturation / bleed trails (SAT)": np.array(["SAT" in r["classes"] for r in recs]),
+        "diffraction spikes (SP)": np.array(["SP" in r["classes"] for r in recs]),
+    }
+    rows = []
+    for name, m in hard.items():
+        m = m & neg
+        if m.any():
+            rows.append([name, int(m.sum()), f"{np.mean(p[m] >= 0.5):.3f}", f"{np.mean(z[m] > thr1):.3f}",
+                         f"{np.mean(z[m] >= thr95):.3f}"])
+    lines += ["False-positive rate on negatives (normal exposures) by condition:", "",
+              table(rows, ["negatives", "frames", "FPR at 0.5", "FPR at FPR-1% thr.", "FPR at TPR-95% thr."]), ""]
+    n_cells = min(len(r["tile_logits"]) for r in recs)
+    rows = []
+    for k in sorted({1, 2, 4, 8, n_tiles, 16, 32, n_cells}):
+        if k <= n_cells:
+            zk = scores(k)
+            rows.append([k if k < n_cells else f"{k} (all)", f"{roc_auc(zk, y):.4f}", f"{tpr_at_fpr(zk, y, 0.01)[0]:.4f}",
+                         f"{np.mean((sigmoid(zk) >= 0.5) == (y == 1)):.4f}"])
+    lines += ["Tiles per frame (best-ranked first) and quality (calibration fitted for the default count):", "",
+              table(rows, ["tiles", "ROC AUC", "TPR at FPR 1%", "accuracy at 0.5"]), ""]
+    text = "\n".join(lines)
+    print(text)
+    (work / "quality.md").write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
