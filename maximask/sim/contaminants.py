@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._util import Canvas, gaussian_field, log_uniform, lowres_field, moyal
+from ._util import Canvas, log_uniform, lowres_field, moyal
 
 # e- deposited by a minimum-ionising particle per pixel of path (80 e-/um over a 15 um pixel)
 _MIP_E_PER_PX = 1200.0

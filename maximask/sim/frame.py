@@ -80,7 +80,8 @@ def simulate_frame(shape, rng, config=None):
     return image, truth, meta
 
 
-def _simulate(shape, rng, cfg, smear=None, present=None):
+def _simulate(shape, rng, cfg, smear=None, present=None, debug=None):
+    """The frame pipeline; ``debug``, a dict, receives the intermediate arrays (for tests)."""
     h, w = shape
     if present is None:
         present = choose_classes(rng, cfg)
@@ -201,6 +202,8 @@ def _simulate(shape, rng, cfg, smear=None, present=None):
         truth[INDEX["OV"], ov] = 1
     truth[INDEX["BG"]] = ~truth[: INDEX["BG"]].any(axis=0)
 
+    if debug is not None:
+        debug.update(layers=layers, sigma=sigma, model=model, charge=charge, bled=bled, sources=sources, sky=sky, overscan=ov)
     meta = dict(cond)
     meta.update(
         {
