@@ -122,6 +122,8 @@ def _setup(args):
                      config.priors, config.thresholds, args.single_mask)
     if args.out_dir is not None:
         out_dir = Path(args.out_dir)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise UsageError(out_dir, "output directory is not a directory")
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -137,7 +137,11 @@ def mask_file(
         Anything wrong with the input or the output; no output (not even a temporary file) is
         left behind.
     """
-    with InputFile(task.path) as src:
+    try:
+        src = InputFile(task.path)
+    except MaximaskError as exc:
+        raise MaximaskError(task.label, exc.reason) from None
+    with src:
         hdus = src.hdus
         if task.hdu is not None:
             _check_selected(task, hdus)
@@ -159,7 +163,8 @@ def mask_file(
                 if not info.is_image:
                     out.copy_raw(src.raw_hdu(i))
                     continue
-                where = task.label if task.hdu is not None else f"{task.label}[{i}]"
+                # the error names the HDU, unless the file or the task has only one
+                where = task.label if task.hdu is not None or len(hdus) == 1 else f"{task.label}[{i}]"
                 data = src.read_image(i)
                 try:
                     result, n_nonfinite = mask_image(data, network, plan, batch_size, progress)

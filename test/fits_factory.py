@@ -117,3 +117,16 @@ def hdu_summary(path):
 def snapshot(directory) -> dict:
     """{name: bytes} of every file (hidden ones included) of a directory, to compare before/after."""
     return {p.name: p.read_bytes() for p in sorted(Path(directory).iterdir()) if p.is_file()}
+
+
+def config_dir(tmp_path, flags=None, priors=None, thresh=None) -> Path:
+    """A copy of the bundled configuration in ``tmp_path/cfg`` with some files replaced (14 values each)."""
+    from maximask.classes import ABBRS
+    from maximask.resources import default_config_dir
+
+    d = Path(tmp_path) / "cfg"
+    shutil.copytree(default_config_dir(), d)
+    for name, values in (("flags", flags), ("priors", priors), ("thresh", thresh)):
+        if values is not None:
+            (d / f"classes.{name}").write_text("".join(f"{a} {v}\n" for a, v in zip(ABBRS, values)))
+    return d

@@ -8,6 +8,7 @@ import pytest
 from astropy.io import fits
 
 import fits_factory as ff
+from fits_factory import config_dir
 import maximask
 from maximask.classes import ABBRS, BITS, INDEX
 from maximask.cli import main
@@ -35,16 +36,6 @@ def network(test_net_dir):
     from maximask.network import Network
 
     return Network(test_net_dir)
-
-
-def config_dir(tmp_path, flags=None, priors=None, thresh=None):
-    """A copy of the bundled configuration with some values replaced."""
-    d = tmp_path / "cfg"
-    shutil.copytree(default_config_dir(), d)
-    for name, values in (("flags", flags), ("priors", priors), ("thresh", thresh)):
-        if values is not None:
-            (d / f"classes.{name}").write_text("".join(f"{a} {v}\n" for a, v in zip(ABBRS, values)))
-    return d
 
 
 def expected_masks(image, network):
