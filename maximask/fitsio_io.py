@@ -24,9 +24,21 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from astropy.io import fits as afits
 
 from .errors import MaximaskError
+
+
+class _LazyAstropyFits:
+    """``astropy.io.fits``, imported on first use: reading needs only fitsio, and importing
+    astropy costs 0.5-1.5 s, which alone would break maxitrack's speed target."""
+
+    def __getattr__(self, name):
+        from astropy.io import fits
+
+        return getattr(fits, name)
+
+
+afits = _LazyAstropyFits()
 
 BLOCK = 2880
 _GZIP_MAGIC = b"\x1f\x8b"
