@@ -136,7 +136,7 @@ def test_overscan_holds_no_sky():
 
 def test_cr_truth_where_cr_adds_flux_above_rule():
     dbg = {}
-    cfg = make_config(only("CR", detector="thick", star_density=(1.0, 1.0), galaxy_density=(1.0, 1.0), bright_star_density=(0.01, 0.01), cr_rate=(5e-6, 5e-6), exptime_s=(300.0, 300.0)))
+    cfg = make_config(only("CR", detector="thick", star_density=(1.0, 1.0), galaxy_density=(1.0, 1.0), bright_star_density=(0.01, 0.01), cr_rate=(5e-6, 5e-6), exptime_s=(300.0, 300.0), resample_prob=0.0))
     img, truth, meta = _simulate((192, 192), np.random.default_rng(9), cfg, debug=dbg)
     cr = truth[INDEX["CR"]].astype(bool)
     assert cr.any()
@@ -230,3 +230,14 @@ def test_bad_shape_is_a_usage_error():
         simulate_frame((8, 32), np.random.default_rng(0))
     with pytest.raises(UsageError):
         simulate_tracking_frame((32, 32), np.random.default_rng(0), {"tracking_kind": "wobble"})
+
+
+def test_resampled_frames_have_correlated_noise_and_consistent_truth():
+    cfg = only("CR", "SAT", resample_prob=1.0, star_density=(1.0, 1.0), galaxy_density=(1.0, 1.0))
+    img, truth, meta = simulate_frame((128, 128), np.random.default_rng(4), cfg)
+    assert meta["resampled"]
+    z = img[20:-20, 20:-20][~truth[:, 20:-20, 20:-20][:-1].any(axis=0)]
+    row = img[64, 10:-10] - np.median(img)
+    assert np.corrcoef(row[1:], row[:-1])[0, 1] > 0.1
+    np.testing.assert_array_equal(truth[INDEX["SAT"]].astype(bool), img == np.float32(meta["saturation_adu"]))
+    assert z.size

@@ -41,6 +41,10 @@ def cosmic_rays(shape, rng, cond, n):
         depth, sig_max, p_worm = rng.uniform(0.7, 2.0), rng.uniform(0.2, 0.45), 0.1
     else:
         depth, sig_max, p_worm = rng.uniform(0.4, 1.0), rng.uniform(0.15, 0.35), 0.05
+    # binned pixels: the same track crosses fewer, bigger pixels
+    b = cond.get("binning", 1)
+    depth, sig_max = depth / b, sig_max / b
+    e_per_px = _MIP_E_PER_PX * b
     ys, xs = [], []
     qs = []
     for _ in range(n):
@@ -59,7 +63,7 @@ def cosmic_rays(shape, rng, cond, n):
             py = y0 + (t - 0.5) * length * np.sin(ang)
             px = x0 + (t - 0.5) * length * np.cos(ang)
             path = np.hypot(depth, length)
-            dq = _MIP_E_PER_PX * path / m * np.clip((moyal(rng, m) + 2.5) / 3.77, 0.05, None)
+            dq = e_per_px * path / m * np.clip((moyal(rng, m) + 2.5) / 3.77, 0.05, None)
             dq *= np.clip((moyal(rng) + 2.5) / 3.77, 0.3, 5.0)
             # charge made far from the collecting gates diffuses most: the track tapers in width
             frac = t if rng.uniform() < 0.5 else 1.0 - t
@@ -67,7 +71,7 @@ def cosmic_rays(shape, rng, cond, n):
             if length < 1.0:
                 kind = "spot"
         else:
-            length = log_uniform(rng, 3.0, 40.0)
+            length = log_uniform(rng, 3.0, 40.0) / b
             step = 0.5
             m = max(2, int(length / step))
             ang = rng.uniform(0, 2 * np.pi) + np.cumsum(rng.normal(0, 0.35, m))
@@ -75,7 +79,7 @@ def cosmic_rays(shape, rng, cond, n):
             px = x0 + np.cumsum(step * np.cos(ang))
             # low-energy electrons: dE/dx rises towards the end of the range
             tt = np.arange(m) / m
-            dq = 3.0 * _MIP_E_PER_PX * step * (1.0 + 2.0 * tt ** 3) * np.clip((moyal(rng, m) + 2.5) / 3.77, 0.05, None)
+            dq = 3.0 * e_per_px * step * (1.0 + 2.0 * tt ** 3) * np.clip((moyal(rng, m) + 2.5) / 3.77, 0.05, None)
             sig = np.full(m, 0.15 + 0.5 * sig_max)
         # Monte-Carlo diffusion: split each deposit into sub-charges scattered by the diffusion sigma
         k = 6

@@ -54,6 +54,37 @@ def bleed_columns(charge, full_well):
     return out
 
 
+def resample_shift(image, fy, fx, square=False):
+    """Shift an image by a sub-pixel (fy, fx) with bilinear interpolation (edges replicated).
+
+    This is what registration, mosaicking or rectification does to a processed frame: it smooths
+    point-like features and correlates the noise of neighbouring pixels. With ``square=True`` the
+    squared weights are used, which propagates a variance map.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        (H, W).
+    fy, fx : float
+        Fractional shifts in [0, 1).
+    square : bool
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (H, W).
+    """
+    a = np.asarray(image, dtype=np.float32)
+    wy = np.float32([(1 - fy), fy])
+    wx = np.float32([(1 - fx), fx])
+    if square:
+        wy, wx = wy * wy, wx * wx
+    nxt = np.concatenate([a[1:], a[-1:]], axis=0)
+    b = wy[0] * a + wy[1] * nxt
+    nxt = np.concatenate([b[:, 1:], b[:, -1:]], axis=1)
+    return (wx[0] * b + wx[1] * nxt).astype(np.float32)
+
+
 def flat_residual(shape, rng, amplitude):
     """Multiplicative flat-field residual: large-scale plus pixel-to-pixel, float32 (H, W) around 1."""
     large = lowres_field(shape, rng, lambda ky, kx: (ky * ky + kx * kx + 1e-6) ** -1.5, 8)

@@ -22,7 +22,7 @@ from ..errors import UsageError
 from . import contaminants as C
 from ._util import log_uniform
 from .config import choose_classes, make_config
-from .detector import add_noise, bleed_columns, flat_residual, to_raw
+from .detector import add_noise, bleed_columns, flat_residual, resample_shift, to_raw
 from .scene import draw_catalog, draw_conditions, noise_sigma_bg, render_sources, sky_model
 
 POINT = ("CR", "HP", "P", "TRL", "SP")
@@ -140,10 +140,19 @@ def _simulate(shape, rng, cfg, smear=None, present=None, debug=None):
             if c in layers:
                 np.minimum(layers[c], cap, out=layers[c])
 
+    if "SAT" not in present:
+        # overlapping sources or compact galaxies can still top the cap: scale the scene down
+        room = 0.75 * sat_e - float(sky.max())
+        top = float(sources.max())
+        if top > room > 0:
+            sources *= np.float32(room / top)
     model = sky + sources
     for lay in layers.values():
         model += lay
     np.maximum(model, 0.0, out=model)
+    if "SAT" not in present:
+        # rare pile-ups of contaminants on sources: keep them just below saturation
+        np.minimum(model, np.float32(0.97 * sat_e), out=model)
     sigma = np.sqrt(model + rn * rn).astype(np.float32)
 
     response = None
@@ -166,6 +175,24 @@ def _simulate(shape, rng, cfg, smear=None, present=None, debug=None):
         bled = bleed_columns(charge, fw)
     saturated = bled >= sat_e * (1.0 - 1e-9)
     noisy = add_noise(bled, rng, rn)
+    if cond["resampled"]:
+        # registration/rectification: every pixel-level quantity goes through the same kernel,
+        # so the truth rule compares resampled signals with the resampled noise
+        fy, fx = cond["resample_shift"]
+
+        def rs(a):
+            return resample_shift(a, fy, fx)
+
+        noisy = rs(noisy)
+        saturated = rs(saturated.astype(np.float32)) >= 0.5
+        sigma = np.sqrt(resample_shift(sigma * sigma, fy, fx, square=True))
+        layers = {c: rs(v) for c, v in layers.items()}
+        foot = {c: rs(v.astype(np.float32)) >= 0.5 for c, v in foot.items()}
+        if fr_amp is not None:
+            fr_amp = rs(fr_amp)
+        dp_deficit = rs(model * (1.0 - dp_resp)) if dp_resp is not None else None
+    else:
+        dp_deficit = model * (1.0 - dp_resp) if dp_resp is not None else None
     gain = cond["gain"]
     flat = flat_residual(shape, rng, cond["flat_residual"])
     image = noisy / np.float32(gain) * flat
@@ -192,7 +219,7 @@ def _simulate(shape, rng, cfg, smear=None, present=None, debug=None):
     if fr_amp is not None:
         truth[INDEX["FR"]] = fr_amp > k * sigma / box
     if dp_resp is not None:
-        truth[INDEX["DP"]] = model * (1.0 - dp_resp) > k * sigma
+        truth[INDEX["DP"]] = dp_deficit > k * sigma
     for c in ("HCL", "DCL"):
         if c in foot:
             truth[INDEX[c]] = foot[c]

@@ -44,8 +44,14 @@ def draw_conditions(shape, rng, cfg, present):
     # an exposure whose sky fills the wells is useless; keep the sky below a quarter of saturation
     sky = float(min(sky, 0.25 * sat_adu * gain))
     h, w = shape
+    resampled = bool(rng.uniform() < cfg["resample_prob"])
     return {
         "detector": det,
+        # on-chip binning: CR tracks shorten and deposit more charge per pixel
+        "binning": _binning(rng, cfg, det),
+        # processed frames that were registered/rectified: bilinear sub-pixel resampling
+        "resampled": resampled,
+        "resample_shift": [float(v) for v in rng.uniform(0.15, 0.85, 2)] if resampled else [0.0, 0.0],
         "gain": gain,
         "read_noise_e": rn,
         "sky_e": sky,
@@ -73,6 +79,13 @@ def draw_conditions(shape, rng, cfg, present):
         "spike_angle": float(rng.choice([0.0, np.pi / 4]) if rng.uniform() < 0.6 else rng.uniform(0, np.pi / 2)),
         "center": [h / 2.0, w / 2.0],
     }
+
+
+def _binning(rng, cfg, det):
+    draw = int(rng.choice([1, 2, 3], p=[0.75, 0.2, 0.05]))  # drawn always: same stream whatever the options
+    if cfg["binning"] is not None:
+        return int(cfg["binning"])
+    return draw if det != "nir" else 1
 
 
 def sky_model(shape, cond):
