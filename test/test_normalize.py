@@ -195,3 +195,18 @@ def test_softening_parameter_used():
     a = normalize_image(img).data
     b = normalize_image(img, dict(DEFAULT_NORMALISATION, softening=2.0)).data
     np.testing.assert_allclose(b, np.arcsinh(np.sinh(a.astype(np.float64)) / 2.0), atol=1e-5)
+
+
+def test_row_interpolation_of_the_maps_matches_the_exact_spline():
+    """Rows between spline knots are linearly interpolated: the error must stay far below sigma."""
+    from maximask import normalize as nm
+
+    yy, xx = np.mgrid[0:1100, 0:900]
+    img = sky((1100, 900)) + 0.3 * xx + 100.0 * np.exp(-((yy - 500) ** 2 + (xx - 400) ** 2) / (2 * 150.0**2))
+    bg_map, sigma_map = nm.background_maps(img)
+    bg, sg, mesh = nm.background_meshes(img, np.isfinite(img), dict(DEFAULT_NORMALISATION))
+    ry = nm._spline_matrix(bg.shape[0], mesh, 1100)
+    rx = nm._spline_matrix(bg.shape[1], mesh, 900)
+    exact = ry @ bg @ rx.T
+    assert np.abs(bg_map - exact).max() < 1e-3 * float(np.median(sg))
+    assert np.abs(sigma_map / (1.0 / (ry @ (1.0 / sg) @ rx.T)) - 1).max() < 1e-3
