@@ -20,23 +20,8 @@ from .fitsio_io import HDUInfo, InputFile, OutputFile, wcs_cards
 from .inputs import Task, output_path
 from .postprocess import OutputPlan, header_cards
 
-_KIND = {"BINARY_TBL": "a binary table", "ASCII_TBL": "an ASCII table"}
-
-
-def _check_selected(task: Task, hdus: list[HDUInfo]) -> None:
-    """Errors for ``file.fits[N]`` naming an HDU that cannot be processed."""
-    n = len(hdus)
-    if not 0 <= task.hdu < n:
-        raise MaximaskError(task.label, f"HDU index {task.hdu} out of range (the file has {n} HDU{'s' * (n > 1)})")
-    info = hdus[task.hdu]
-    if info.exttype != "IMAGE_HDU":
-        raise MaximaskError(task.label, f"non-numeric data: HDU {task.hdu} is {_KIND.get(info.exttype, info.exttype)}, "
-                                        "not an image")
-    if not info.shape or min(info.shape) == 0:
-        raise MaximaskError(task.label, f"HDU {task.hdu} holds no image data")
-    if not info.is_image:
-        raise MaximaskError(task.label, f"HDU {task.hdu} is a {len(info.shape)}-D image: expected a 2-D image "
-                                        "or a 3-D cube")
+# shared with maxitrack: file.fits[N] naming an HDU without an image fails in the same words
+from .cli_common import check_selected as _check_selected  # noqa: E402
 
 
 def tiles_per_plane(shape: tuple, network) -> int:

@@ -17,12 +17,16 @@ those of ``maximask``.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import time
+import traceback
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from maximask.cli_common import OneLineParser, check_selected, print_error
 from maximask.errors import MaximaskError, UsageError
 
 PROG = "maxitrack"
@@ -62,7 +66,7 @@ def _positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from maximask import __version__
 
-    ap = argparse.ArgumentParser(
+    ap = OneLineParser(
         prog=PROG,
         description="Probability that astronomical exposures suffer a tracking error "
         "(one line per field appended to maxitrack.out).",
@@ -133,53 +137,99 @@ class Scorer:
         return field_probability(z, self.training_prior, self.prior, self.calibration)
 
 
-def _tiles(scorer: Scorer, task, unit, plane: int | None) -> np.ndarray:
-    from maxitrack.reading import read_plane
-
-    image = read_plane(task.path, unit, plane)
-    try:
-        return scorer.tiles(image)
-    except ValueError as exc:
-        where = f"{task.path}[{unit.index}]" + ("" if plane is None else f" plane {plane}")
-        raise MaximaskError(where, str(exc)) from None
-
-
 def score_task(task, scorer: Scorer, frac: float, seed: int | None, log) -> list:
-    """Result lines (without newline) for one input; raises MaximaskError if it cannot be scored."""
-    from maxitrack.reading import image_hdus
+    """Result lines (without newline) for one input; raises MaximaskError if it cannot be scored.
 
-    lines = []
-    units = image_hdus(task.path, task.hdu)
-    flat = [u for u in units if u.n_planes is None]
-    cubes = [u for u in units if u.n_planes is not None]
-    if flat:
-        chosen = choose_hdus(flat, frac, seed, task.label)
-        tiles = [_tiles(scorer, task, u, None) for u in chosen]
-        log(f"{task.label}: HDU(s) {', '.join(str(u.index) for u in chosen)}, {sum(len(t) for t in tiles)} tiles")
-        lines.append(f"{task.label} {scorer.score(np.concatenate(tiles)):.6f}")
-    for u in cubes:
-        for c in range(u.n_planes):
-            p = scorer.score(_tiles(scorer, task, u, c))
-            lines.append(f"{task.label} HDU {u.index} Channel {c} {p:.6f}")
+    A file is scored completely or not at all: an HDU that cannot be read or normalised (all NaN,
+    constant) fails the whole file, as in maximask.
+    """
+    from maximask.fitsio_io import InputFile
+
+    try:
+        src = InputFile(task.path)
+    except MaximaskError as exc:
+        raise MaximaskError(task.label, exc.reason) from None
+    with src:
+        hdus = src.hdus
+        if task.hdu is not None:
+            check_selected(task, hdus)
+            images = [hdus[task.hdu]]
+        else:
+            images = [h for h in hdus if h.is_image]
+            if not images:
+                raise MaximaskError(task.label, "no 2-D image or 3-D cube HDU in the file")
+
+        def tiles(info, plane, data):
+            # the error names the HDU, unless the file or the task has only one (as maximask)
+            where = task.label if task.hdu is not None or len(hdus) == 1 else f"{task.label}[{info.index}]"
+            if plane is not None:
+                where += f" plane {plane}"
+            try:
+                return scorer.tiles(data)
+            except ValueError as exc:
+                raise MaximaskError(where, str(exc)) from None
+
+        lines = []
+        flat = [h for h in images if len(h.shape) == 2]
+        if flat:
+            chosen = choose_hdus(flat, frac, seed, task.label)
+            t = np.concatenate([tiles(h, None, src.read_image(h.index)) for h in chosen])
+            log(f"{task.label}: HDU {', '.join(str(h.index) for h in chosen)}: {len(t)} tiles")
+            lines.append(f"{task.label} {scorer.score(t):.6f}")
+        for h in images:
+            if len(h.shape) == 3:
+                cube = src.read_image(h.index)
+                for c in range(cube.shape[0]):
+                    p = scorer.score(tiles(h, c, cube[c]))
+                    lines.append(f"{task.label} HDU {h.index} Channel {c} {p:.6f}")
     return lines
 
 
 def _error(exc: MaximaskError) -> None:
-    print(f"{PROG}: error: {exc.path}: {exc.reason}", file=sys.stderr)
+    print_error(PROG, exc.path, exc.reason)
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the command; returns the exit code (the console script passes it to ``sys.exit``)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        _error(exc)
+        return 2
+    except SystemExit as exc:  # --help, --version
+        return int(exc.code or 0)
+    # SIGTERM handled as maximask does: the results already appended stay, the exit code is 143
+    from maximask.cli import _Interrupted, _on_sigterm
 
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (embedded use): leave signals alone
+        previous = None
+    try:
+        return _run(args)
+    except _Interrupted:
+        return 128 + signal.SIGTERM
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args) -> int:
     def log(msg):
         if args.verbose:
-            print(f"{PROG}: {msg}", file=sys.stderr)
+            print(f"{PROG}: {msg}", file=sys.stderr, flush=True)
 
     from maximask.inputs import expand
     from maximask.resources import default_net_dir
 
     try:
-        scorer = Scorer(args.net_dir or default_net_dir("maxitrack"), args.prior, args.batch_size)
+        net_dir = Path(args.net_dir) if args.net_dir else default_net_dir("maxitrack")
+        if not net_dir.is_dir():
+            raise UsageError(net_dir, "network directory not found")
+        scorer = Scorer(net_dir, args.prior, args.batch_size)
         out_path = Path(args.output)
         try:
             out = open(out_path, "a")
@@ -188,6 +238,8 @@ def main(argv=None) -> int:
     except UsageError as exc:
         _error(exc)
         return 2
+    log(f"network {scorer.net.net_dir} (id {scorer.net.model_id}), training prior {scorer.training_prior:.4g}, "
+        f"prior {args.prior:.4g}, results appended to {out_path}")
 
     failed = False
     tasks = []
@@ -198,22 +250,31 @@ def main(argv=None) -> int:
             _error(exc)
             failed = True
     progress = None
-    if not args.quiet and not args.verbose and sys.stderr.isatty() and len(tasks) > 1:
+    if not args.quiet and sys.stderr.isatty():
         from tqdm import tqdm
 
-        progress = tqdm(total=len(tasks), unit="file", file=sys.stderr)
+        progress = tqdm(total=len(tasks), unit="file", file=sys.stderr, leave=False)
     with out:
         for task in tasks:
+            t0 = time.perf_counter()
             try:
                 lines = score_task(task, scorer, args.frac, args.seed, log)
             except MaximaskError as exc:
                 _error(exc)
                 failed = True
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # a bug, or a failure we did not foresee: report it, go on
+                _error(MaximaskError(task.label, f"unexpected {type(exc).__name__}: {exc}"))
+                if args.verbose:
+                    traceback.print_exc(file=sys.stderr)
+                failed = True
             else:
+                # one write per input, flushed: a crash later never leaves a partial line
                 out.write("".join(line + "\n" for line in lines))
                 out.flush()
                 for line in lines:
-                    log(line)
+                    log(f"{line} ({time.perf_counter() - t0:.2f} s)")
             if progress is not None:
                 progress.update()
     if progress is not None:

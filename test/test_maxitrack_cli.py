@@ -196,7 +196,7 @@ def test_bad_inputs_fail_alone(net_dir, tmp_path, monkeypatch, capsys):
     assert len(err) == 6
     assert all(line.startswith("maxitrack: error: ") for line in err)
     assert str(missing) in err[0] and "NaN" in err[1] and "out of range" in err[2]
-    assert "constant" in err[3] and str(corrupt) in err[4] and "no image" in err[5]
+    assert "constant" in err[3] and str(corrupt) in err[4] and "not an image" in err[5]
     assert [line[0] for line in read_out(tmp_path / "maxitrack.out")] == [str(good)]
 
 
@@ -204,11 +204,11 @@ def test_bad_inputs_fail_alone(net_dir, tmp_path, monkeypatch, capsys):
     "args",
     [["--prior", "0"], ["--prior", "1.5"], ["--frac", "0"], ["--frac", "x"], ["--batch_size", "0"]],
 )
-def test_usage_errors_exit_2(net_dir, tmp_path, monkeypatch, args):
+def test_usage_errors_exit_2(net_dir, tmp_path, monkeypatch, capsys, args):
     f = write_fits(tmp_path / "a.fits", [frame(1)])
-    with pytest.raises(SystemExit) as exc:
-        run([f, *args], net_dir, tmp_path, monkeypatch)
-    assert exc.value.code == 2
+    assert run([f, *args], net_dir, tmp_path, monkeypatch) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("maxitrack: error: usage: ")
     assert not (tmp_path / "maxitrack.out").exists()
 
 

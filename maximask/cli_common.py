@@ -1,0 +1,57 @@
+"""Pieces shared by the ``maximask`` and ``maxitrack`` commands.
+
+Both commands print each failure as one line ``<prog>: error: <path>: <reason>`` on stderr, turn
+argparse's errors into that line (exit code 2) and reject ``file.fits[N]`` naming an HDU that holds
+no image in the same words. This module is cheap to import (no scipy, no astropy): maxitrack's
+speed budget counts every import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import MaximaskError, UsageError
+
+_KIND = {"BINARY_TBL": "a binary table", "ASCII_TBL": "an ASCII table"}
+
+
+def print_error(prog: str, path, reason) -> None:
+    """The one-line error message on stderr."""
+    print(f"{prog}: error: {path}: {reason}", file=sys.stderr, flush=True)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors raise :class:`UsageError` (``path`` = "usage") instead of exiting."""
+
+    def error(self, message):
+        raise UsageError("usage", f"{message} (see {self.prog} -h)")
+
+
+def check_selected(task, hdus) -> None:
+    """Errors for ``file.fits[N]`` naming an HDU that cannot be processed.
+
+    Parameters
+    ----------
+    task : maximask.inputs.Task
+        With ``task.hdu`` not None.
+    hdus : list of maximask.fitsio_io.HDUInfo
+        The file's HDUs.
+
+    Raises
+    ------
+    MaximaskError
+        HDU index out of range, a table, an empty HDU, or an image that is neither 2-D nor 3-D.
+    """
+    n = len(hdus)
+    if not 0 <= task.hdu < n:
+        raise MaximaskError(task.label, f"HDU index {task.hdu} out of range (the file has {n} HDU{'s' * (n > 1)})")
+    info = hdus[task.hdu]
+    if info.exttype != "IMAGE_HDU":
+        raise MaximaskError(task.label, f"non-numeric data: HDU {task.hdu} is {_KIND.get(info.exttype, info.exttype)}, "
+                                        "not an image")
+    if not info.shape or min(info.shape) == 0:
+        raise MaximaskError(task.label, f"HDU {task.hdu} holds no image data")
+    if not info.is_image:
+        raise MaximaskError(task.label, f"HDU {task.hdu} is a {len(info.shape)}-D image: expected a 2-D image "
+                                        "or a 3-D cube")
