@@ -347,3 +347,19 @@ def test_console_script_separates_results_and_errors(tmp_path, test_net_dir):
     assert r.returncode == 1
     assert r.stdout.splitlines() == [str(tmp_path / "a.masks.fits")]
     assert r.stderr.splitlines() == [f"maximask: error: {tmp_path / 'missing.fits'}: no such file"]
+
+
+def test_python_api_of_the_readme_matches_the_command(tmp_path, run, network):
+    from maximask.config import load_config
+    from maximask.postprocess import make_plan
+    from maximask.process import mask_image
+
+    cube = ff.sky((2, 40, 44))
+    src = ff.write_image(tmp_path / "c.fits", cube)
+    assert run(src)[0] == 0
+    cfg = load_config(default_config_dir())
+    plan = make_plan(network.metadata.classes, cfg.flags, network.metadata.training_priors, cfg.priors,
+                     cfg.thresholds)
+    masks, n_nonfinite = mask_image(cube, network, plan)
+    assert masks.shape == (2, N, 40, 44) and masks.dtype == np.uint8 and n_nonfinite == 0
+    np.testing.assert_array_equal(masks, fits.getdata(tmp_path / "c.masks.fits"))
