@@ -125,6 +125,8 @@ def main():
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--binning", type=int, default=None, help="force the simulator's on-chip binning")
+    ap.add_argument("--resample-prob", type=float, default=None, help="override the share of resampled frames")
     ap.add_argument("--cr-rate", type=float, nargs=2, default=None, help="override the simulator's cr_rate range")
     a = ap.parse_args()
 
@@ -148,6 +150,10 @@ def main():
         "galaxy_density": (1e-3, 1e-3),
         "bright_star_density": (1e-3, 1e-3),
     }
+    if a.binning:
+        cfg["binning"] = a.binning
+    if a.resample_prob is not None:
+        cfg["resample_prob"] = a.resample_prob
     if a.cr_rate:
         cfg["cr_rate"] = tuple(a.cr_rate)
     rng = np.random.default_rng(a.seed)

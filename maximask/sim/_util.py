@@ -105,25 +105,22 @@ def gaussian_field(shape, rng, power):
     return field.astype(np.float32)
 
 
-def _interp_matrix(n_out, n_in):
-    """Linear-interpolation matrix (n_out, n_in) mapping a coarse grid onto a fine one (cell centres)."""
-    pos = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5
-    pos = np.clip(pos, 0, n_in - 1)
-    i0 = np.minimum(np.floor(pos).astype(int), n_in - 2) if n_in > 1 else np.zeros(n_out, int)
-    f = pos - i0
-    m = np.zeros((n_out, n_in), dtype=np.float32)
-    rows = np.arange(n_out)
-    m[rows, i0] = 1 - f
-    if n_in > 1:
-        m[rows, i0 + 1] += f
-    return m
+def _interp_index(n_out, n_in):
+    """Left neighbour index and weight of the right one, mapping a coarse axis onto a fine one."""
+    pos = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+    i0 = np.minimum(np.floor(pos).astype(np.intp), max(n_in - 2, 0))
+    f = (pos - i0).astype(np.float32)
+    return i0, np.minimum(i0 + 1, n_in - 1), f
 
 
 def upsample(small, shape):
-    """Bilinear upsampling of a coarse grid to ``shape`` by two small matrix products (fast)."""
-    ry = _interp_matrix(shape[0], small.shape[0])
-    rx = _interp_matrix(shape[1], small.shape[1])
-    return (ry @ small.astype(np.float32) @ rx.T).astype(np.float32)
+    """Bilinear upsampling of a coarse grid to ``shape`` (separable gathers; no BLAS call, which
+    oversubscribes a busy machine for matrices this small)."""
+    small = np.asarray(small, dtype=np.float32)
+    i0, i1, fy = _interp_index(shape[0], small.shape[0])
+    rows = small[i0] * (1 - fy)[:, None] + small[i1] * fy[:, None]
+    j0, j1, fx = _interp_index(shape[1], small.shape[1])
+    return (rows[:, j0] * (1 - fx)[None, :] + rows[:, j1] * fx[None, :]).astype(np.float32)
 
 
 def lowres_field(shape, rng, power, factor):

@@ -51,7 +51,7 @@ def draw_conditions(shape, rng, cfg, present):
         "binning": _binning(rng, cfg, det),
         # processed frames that were registered/rectified: bilinear sub-pixel resampling
         "resampled": resampled,
-        "resample_shift": [float(v) for v in rng.uniform(0.15, 0.85, 2)] if resampled else [0.0, 0.0],
+        "resample_shift": [float(v) for v in rng.uniform(0.0, 0.5, 2)] if resampled else [0.0, 0.0],
         "gain": gain,
         "read_noise_e": rn,
         "sky_e": sky,
