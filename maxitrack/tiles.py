@@ -97,9 +97,10 @@ def compact_peaks(image: np.ndarray, sky: float, noise: float, detect: float, re
 
     On the 2x2-binned frame, a pixel is a peak when it is above ``sky + detect * noise``, a local
     maximum (ties broken towards the first pixel of a plateau) and brighter by ``detect * noise``
-    than the pixels ``reach`` binned pixels away in at least two of the four axis directions: a
-    star or a streak (bright across it, not along it) passes; diffuse light (nebulosity, halos,
-    scattered light), whose noise also makes local maxima above the sky, does not.
+    than both pixels ``reach`` binned pixels away along y, or along x: a star or a streak (bright
+    across it, not along it) passes; diffuse light (nebulosity, halos, scattered light), whose noise
+    also makes local maxima above the sky, is brighter than one side only on its slopes and not
+    brighter than either side near its top, and does not.
 
     Parameters
     ----------
@@ -132,17 +133,20 @@ def compact_peaks(image: np.ndarray, sky: float, noise: float, detect: float, re
     thr = np.float32(detect * noise * 2.0)
     c = b[d:-d, d:-d]
     with np.errstate(invalid="ignore"):
-        n_contrast = (
-            (c - b[: -2 * d, d:-d] > thr).view(np.uint8)
-            + (c - b[2 * d :, d:-d] > thr).view(np.uint8)
-            + (c - b[d:-d, : -2 * d] > thr).view(np.uint8)
-            + (c - b[d:-d, 2 * d :] > thr).view(np.uint8)
-        )
-        peak = (n_contrast >= 2) & (c > np.float32(sky) + thr)
+        # brighter than both neighbours along y, or along x: a star, or a streak seen across;
+        # a slope of diffuse light is brighter than one neighbour only on each axis
+        peak = (c - b[: -2 * d, d:-d] > thr) & (c - b[2 * d :, d:-d] > thr)
+        peak |= (c - b[d:-d, : -2 * d] > thr) & (c - b[d:-d, 2 * d :] > thr)
+        peak &= c > np.float32(sky) + thr
         peak &= (c > b[d - 1 : -d - 1, d:-d]) & (c >= b[d + 1 : h2 - d + 1, d:-d])
         peak &= (c > b[d:-d, d - 1 : -d - 1]) & (c >= b[d:-d, d + 1 : w2 - d + 1])
     out[d:-d, d:-d] = peak
     return out
+
+
+def _frame_sky(image: np.ndarray) -> tuple:
+    """:func:`frame_sky` as :func:`prepare_tiles` measures it (every pixel of a small frame)."""
+    return frame_sky(image, step=1 if image.size <= 1 << 16 else 8)
 
 
 def select_tiles(image: np.ndarray, tile: int, params: dict | None = None, sky_noise: tuple | None = None) -> list:
@@ -239,7 +243,7 @@ def prepare_tiles(
         raise ValueError(f"non-numeric or complex pixel data ({image.dtype})")
     if image.size == 0:
         raise ValueError("empty image")
-    sky, noise = frame_sky(image, step=1 if image.size <= 1 << 16 else 8)
+    sky, noise = _frame_sky(image)
     if not np.isfinite(sky):
         raise ValueError("all pixels are NaN or infinite")
     if not noise > 0:
@@ -258,3 +262,38 @@ def prepare_tiles(
             # frame that is not: it carries no evidence, the network sees flat sky.
             out[i] = 0.0
     return out
+
+
+def fingerprint(tile: int, selection: dict | None = None, normalisation: dict | None = None) -> dict:
+    """What :func:`prepare_tiles` makes of a fixed synthetic frame, to detect a silent change.
+
+    Training stores it in the network metadata (``extra["tile_fingerprint"]``); a test recomputes
+    it, so that a change of the selection or of the shared normalisation, which would feed a
+    trained network inputs unlike those it was trained on, cannot go unnoticed.
+
+    Returns
+    -------
+    dict
+        ``origins`` (list of [y0, x0]), ``mean`` and ``std`` of the prepared tiles, and the tile
+        values at a few fixed pixels.
+    """
+    rng = np.random.default_rng(20261123)
+    h, w = 3 * tile + 17, 2 * tile + 5
+    image = rng.normal(300.0, 7.0, (h, w))
+    yy, xx = np.mgrid[:h, :w]
+    for _ in range(40):
+        y, x, f = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(100, 20000)
+        image += f / (2 * np.pi * 2.0**2) * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 2.0**2))
+    image[h // 3, :] += 500.0  # a trail
+    image[5:9, 7:11] = np.nan
+    image = image.astype(np.float32)
+    sel = dict(DEFAULT_SELECTION, **(selection or {}))
+    origins = select_tiles(image, tile, sel, sky_noise=_frame_sky(image))
+    t = prepare_tiles(image, tile, sel, normalisation)
+    probe = [(i % len(t), (37 * i) % tile, (53 * i) % tile) for i in range(8)]
+    return {
+        "origins": [list(o) for o in origins],
+        "mean": float(t.mean()),
+        "std": float(t.std()),
+        "probe": [float(t[i, y, x, 0]) for i, y, x in probe],
+    }

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maxitrack.tiles import DEFAULT_SELECTION, prepare_tiles, tile_normalisation
+from maxitrack.tiles import DEFAULT_SELECTION, fingerprint, prepare_tiles, tile_normalisation
 
 SPLITS = {"train": 1, "val": 2, "bench": 3}
 CHUNK = 50  # frames per cached chunk
@@ -328,6 +328,8 @@ def main(argv=None) -> int:
         extra={
             "tiles": dict(DEFAULT_SELECTION, n_tiles=args.inference_tiles),
             "calibration": calibration,
+            "tile_fingerprint": fingerprint(tile, dict(DEFAULT_SELECTION, n_tiles=args.inference_tiles),
+                                            tile_normalisation(tile)),
             "aggregation": "mean of tile logits over the field, then slope * mean + intercept",
             "training_command": cmd,
             "data": {
