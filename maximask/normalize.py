@@ -7,17 +7,22 @@ The network input is ``compress((image - background) / sigma)`` where
   median where the distribution is too skewed) and a clipped standard deviation are measured on a
   regular subsample of the pixels; the mesh grid is median filtered (so that a mesh sitting on a
   bright star or a saturated bleed does not leak into its neighbours) and interpolated to full
-  resolution with a natural cubic spline through the mesh centres (separable, applied as two small
-  matrix products, so the full-resolution maps are never stored).
+  resolution with a natural cubic spline through the mesh centres (applied chunk by chunk, so the
+  full-resolution maps are never stored).
 * ``compress`` is ``asinh(x / softening)``: linear for the noise (|x| of a few sigma), logarithmic
   for bright sources, so that 1-sigma noise (~1) and a saturated star at 1e5 sigma (~12) both land
   in a range a convolutional network handles.
 
 Why large meshes: the background must follow only what no class describes (sky gradients across the
 detector). Contaminants extended over hundreds of pixels (nebulosities, halos, scattered light,
-fringes) are classes the network must see; a mesh smaller than they are would subtract them. With
-256-px meshes and the 3x3 median filter, structures smaller than ~500 px survive background subtraction
-almost entirely while gradients over the whole detector are removed.
+fringes) are classes the network must see; a mesh smaller than they are would subtract them, a mesh
+much larger would leave vignetting in. ``benchmarks/normalisation.py --mesh-scan`` measures both
+sides; 256 px is the compromise it supports.
+
+Why not ``sep`` (SExtractor's background in C): measured on a 4096^2 frame, its ``Background`` alone
+takes twice the CPU time of our mesh statistics (it reads every pixel; a 1/25 subsample gives the
+same accuracy), it needs a separate mask for NaN/inf and native byte order, and it returns full-size
+maps that we then have to read again (``benchmarks/normalisation.py``).
 
 Non-finite pixels (NaN, +-inf) are ignored by every statistic and set to 0 (the background level) in
 the output, so they never change their neighbours' values.
