@@ -1,0 +1,56 @@
+"""The shipped maxitrack network: metadata complete, and its inputs still prepared as in training.
+
+Skipped when the network has not been exported yet (``maxitrack-train``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from maximask.resources import default_net_dir
+
+NET = default_net_dir("maxitrack")
+pytestmark = pytest.mark.skipif(not (NET / "model.tflite").is_file(), reason="maxitrack network not exported")
+
+
+@pytest.fixture(scope="module")
+def network():
+    from maximask.network import Network
+
+    return Network(NET)
+
+
+def test_metadata(network):
+    meta = network.metadata
+    assert meta.name == "maxitrack" and meta.classes == ["TRACKING_ERROR"] and meta.output == "logits"
+    assert 0.0 < meta.training_priors[0] < 1.0
+    cal = meta.extra["calibration"]
+    assert cal["slope"] > 0  # a higher network logit means a higher probability of an error
+    assert meta.extra["tiles"]["n_tiles"] >= 1
+    assert meta.extra["model_id"] == network.model_id
+    assert meta.extra["training_command"].startswith("maxitrack-train")
+
+
+def test_tiles_prepared_as_in_training(network):
+    """The tile selection and the shared normalisation give what they gave when the network was
+    trained; if this fails, inputs changed under a trained network: retrain, or restore them."""
+    from maxitrack.tiles import fingerprint
+
+    meta = network.metadata
+    ref = meta.extra["tile_fingerprint"]
+    now = fingerprint(meta.tile_size, meta.extra["tiles"], meta.normalisation)
+    assert now["origins"] == ref["origins"]
+    assert now["mean"] == pytest.approx(ref["mean"], abs=1e-4)
+    assert now["std"] == pytest.approx(ref["std"], abs=1e-4)
+    assert np.allclose(now["probe"], ref["probe"], atol=1e-4)
+
+
+def test_scores_a_frame(network):
+    from maxitrack.cli import Scorer
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(100.0, 5.0, (300, 260)).astype(np.float32)
+    scorer = Scorer(NET, prior=0.05, batch_size=4)
+    p = scorer.score(scorer.tiles(image))
+    assert 0.0 <= p <= 1.0
