@@ -12,14 +12,12 @@ _SOURCE_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _bundled(package: str, source_dir: str) -> Path:
-    try:
-        from importlib.resources import files
-
-        root = Path(str(files(package)))
-        if root.is_dir():
-            return root
-    except (ModuleNotFoundError, TypeError):
-        pass
+    # Installed: the data sit in the package directory (maximask/_data, maximask/_models). They are
+    # not Python packages (no __init__.py), so importlib.resources.files() returns a namespace
+    # MultiplexedPath whose str() is not a path; the directory is found from this file instead.
+    installed = Path(__file__).resolve().parent / package.rsplit(".", 1)[-1]
+    if installed.is_dir():
+        return installed
     return _SOURCE_ROOT / source_dir
 
 
