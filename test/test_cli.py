@@ -341,7 +341,7 @@ def test_console_script_separates_results_and_errors(tmp_path, test_net_dir):
     script = Path(sys.executable).parent / "maximask"
     if not script.exists():
         pytest.skip("console script not installed next to this interpreter")
-    src = ff.write_image(tmp_path / "a.fits", ff.sky((24, 24)))
+    src = ff.write_mef(tmp_path / "a.fits", shape=(24, 32))  # WCS, a table: no warning may reach stderr
     r = subprocess.run([str(script), str(src), str(tmp_path / "missing.fits"), "--net_dir", str(test_net_dir)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1
@@ -363,3 +363,23 @@ def test_python_api_of_the_readme_matches_the_command(tmp_path, run, network):
     masks, n_nonfinite = mask_image(cube, network, plan)
     assert masks.shape == (2, N, 40, 44) and masks.dtype == np.uint8 and n_nonfinite == 0
     np.testing.assert_array_equal(masks, fits.getdata(tmp_path / "c.masks.fits"))
+
+
+def test_progress_bar_only_on_a_terminal(tmp_path, test_net_dir, capsys, monkeypatch):
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    src = ff.write_image(tmp_path / "a.fits", ff.sky((150, 150)))
+    term = Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    assert main([str(src), "--net_dir", str(test_net_dir)]) == 0
+    assert "tile" in term.getvalue() and "a.fits" in term.getvalue()
+    assert capsys.readouterr().out.splitlines() == [str(tmp_path / "a.masks.fits")]
+    term = Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    assert main([str(src), "--net_dir", str(test_net_dir), "-q"]) == 0
+    assert term.getvalue() == "" and capsys.readouterr().out == ""
