@@ -60,6 +60,19 @@ def test_unreadable_file(run, tmp_path):
         p.chmod(0o644)
 
 
+def test_unreadable_file_even_for_root(run, tmp_path, monkeypatch):
+    # root reads any file, so the permission error is simulated where the file is first opened
+    from maximask import fitsio_io
+
+    p = ff.write_image(tmp_path / "a.fits", ff.sky((20, 20)))
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(fitsio_io, "open", refuse, raising=False)
+    assert_fails(run, tmp_path, [p], 1, p, "cannot read file (Permission denied)")
+
+
 def test_not_fits(run, tmp_path):
     p = tmp_path / "a.fits"
     p.write_text("this is a text file\n" * 300)
