@@ -138,7 +138,7 @@ def mesh_scan(n: int):
     fwhms = (100, 300, 600, 1000)
     print(f"mesh scan on {n}^2: bg err (rms sigma, no nebulosity) and fraction of a 2-sigma nebulosity's flux kept")
     print(f"{'mesh':>6s} {'bg err':>8s} " + " ".join(f"{'FWHM ' + str(f):>10s}" for f in fwhms))
-    for mesh in (64, 128, 256, 512):
+    for mesh in (64, 128, 256, 384, 512):
         params = dict(DEFAULT_NORMALISATION, mesh=mesh)
         b, s = background_maps(base, params)
         err = float(np.sqrt(np.mean(((b - bg) / sigma)[finite] ** 2)))

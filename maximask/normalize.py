@@ -17,7 +17,9 @@ Why large meshes: the background must follow only what no class describes (sky g
 detector). Contaminants extended over hundreds of pixels (nebulosities, halos, scattered light,
 fringes) are classes the network must see; a mesh smaller than they are would subtract them, a mesh
 much larger would leave vignetting in. ``benchmarks/normalisation.py --mesh-scan`` measures both
-sides; 256 px is the compromise it supports.
+on a 4096^2 frame with 10 % vignetting: 256-px meshes keep the background error at its floor
+(0.05 sigma rms; 0.12 at 384 px, 0.21 at 512 px) while keeping 97 % of a 100-px (FWHM) nebulosity,
+76 % of a 300-px one and 41 % of a 600-px one (64-px meshes: 79 %, 11 %, 0 %).
 
 Why not ``sep`` (SExtractor's background in C): measured on a 4096^2 frame, its ``Background`` alone
 takes twice the CPU time of our mesh statistics (it reads every pixel; a 1/25 subsample gives the
