@@ -1,0 +1,243 @@
+"""The maximask network architecture (Keras; used for training only, inference runs on LiteRT).
+
+Design, chosen for CPU speed (see docs/MODEL.md for the measurements):
+
+* The input (already compressed by :func:`maximask.normalize.normalize_image`, asinh of the
+  signal-to-noise) is folded 4x4 -> channels by a stride-4 4x4 convolution ("learned
+  space-to-depth"): every 3x3
+  convolution of the network then runs at 1/4 resolution or coarser, on dense channel counts, where
+  CPU convolution kernels are efficient. Nothing but element-wise operations runs at full resolution.
+* An encoder of stride-2 levels down to 1/32 (default) gathers context for the large-scale classes
+  (nebulosities, fringing, halos, trails, spikes); a decoder upsamples (2x2 stride-2 transposed convolutions)
+  and adds skip connections back to 1/4 resolution.
+* A 1x1 head predicts ``n_classes * 16`` logits per 1/4-resolution cell, rearranged to full
+  resolution by depth-to-space. Outputs are *logits* (no sigmoid): post-processing thresholds them.
+
+The receptive field is finite and computed exactly by :func:`receptive_field` from the same
+:class:`Architecture` that builds the model; the inference tiler overlaps tiles by that margin so that
+tiled outputs equal whole-image outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+STEM = 4  # space-to-depth factor of the stem
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """Hyper-parameters of the network.
+
+    Attributes
+    ----------
+    widths : tuple of int
+        Channels at each level; level 0 is at 1/4 resolution, level k at 1/(4 * 2**k).
+    encoder_convs : tuple of int
+        Number of 3x3 convolutions at each encoder level.
+    decoder_convs : tuple of int
+        Number of 3x3 convolutions at each decoder level (levels 0 .. n-2; the deepest level has
+        no decoder stage).
+    n_classes : int
+        Number of outputs (logit planes).
+    upsampling : str
+        Decoder upsampling: ``"nearest"`` (nearest-neighbour upsampling then 1x1 projection),
+        ``"transposed"`` (2x2 stride-2 transposed convolution) or ``"d2s"`` (1x1 convolution to
+        4x channels then depth-to-space). All three map output i to input i // 2.
+    """
+
+    widths: tuple = (32, 48, 64, 96)
+    encoder_convs: tuple = (2, 1, 1, 1)
+    decoder_convs: tuple = (1, 1, 1)
+    n_classes: int = 14
+    upsampling: str = "nearest"
+
+    @property
+    def size_multiple(self) -> int:
+        """Tile sides and offsets must be multiples of this (total downsampling factor)."""
+        return STEM * 2 ** (len(self.widths) - 1)
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Architecture":
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+# ---------------------------------------------------------------------------------------------
+# Receptive field, computed exactly (1D, per axis) from the layer geometry.
+#
+# Each stage maps an interval of output indices to the interval of input indices it depends on.
+# For a TF/Keras "same" convolution with kernel k and stride s on an input whose size is a multiple
+# of s, the padding before is max(k - s, 0) // 2, so output i reads inputs
+# [i*s - pad, i*s - pad + k - 1]. Nearest upsampling by 2 maps output i to input i // 2.
+
+
+def _conv(interval, k, s):
+    lo, hi = interval
+    pad = max(k - s, 0) // 2
+    return (lo * s - pad, hi * s - pad + k - 1)
+
+
+def _up2(interval):
+    lo, hi = interval
+    return (lo // 2, hi // 2)
+
+
+def _union(a, b):
+    return (min(a[0], b[0]), max(a[1], b[1]))
+
+
+def _input_interval(arch: Architecture, out_lo: int, out_hi: int):
+    """Full-resolution input interval that full-resolution output pixels [out_lo, out_hi] depend on."""
+    n = len(arch.widths)
+    # head: 1x1 conv at level 0 then depth-to-space: output pixel i comes from cell i // STEM
+    cell = (out_lo // STEM, out_hi // STEM)
+
+    def decoder_out(level, iv):
+        """Interval at the output of the encoder of `level` needed by decoder output `level`."""
+        # decoder convs at this level
+        for _ in range(arch.decoder_convs[level] if level < n - 1 else 0):
+            iv = _conv(iv, 3, 1)
+        if level == n - 1:
+            return encoder_in(level, iv)
+        # sum of (projected skip of encoder level) and (upsampled decoder of level+1)
+        skip = encoder_in(level, iv)
+        deep = decoder_out(level + 1, _up2(iv))
+        return _union(skip, deep)
+
+    def encoder_in(level, iv):
+        """Map an interval at the output of encoder `level` to the full-resolution input."""
+        for lev in range(level, -1, -1):
+            for _ in range(arch.encoder_convs[lev]):
+                iv = _conv(iv, 3, 1)
+            if lev > 0:
+                iv = _conv(iv, 2, 2)  # stride-2 2x2 downsampling into level `lev`
+        return _conv(iv, STEM, STEM)
+
+    return decoder_out(0, cell)
+
+
+def receptive_field(arch: Architecture) -> tuple[int, int]:
+    """Exact receptive field of the network along one axis.
+
+    Parameters
+    ----------
+    arch : Architecture
+
+    Returns
+    -------
+    left, right : int
+        The largest number of pixels before (left) and after (right) an output pixel that its
+        value depends on, over all pixel positions (the geometry repeats with period
+        ``arch.size_multiple``).
+    """
+    left = right = 0
+    # The deep paths go through the deepest level, so a window of several periods covers every phase.
+    period = arch.size_multiple
+    for i in range(period, 2 * period):
+        lo, hi = _input_interval(arch, i, i)
+        left, right = max(left, i - lo), max(right, hi - i)
+    return left, right
+
+
+def required_margin(arch: Architecture) -> int:
+    """Tile overlap (pixels per side) that makes tiled output equal whole-image output.
+
+    The receptive-field radius rounded up to ``size_multiple`` (tile offsets must stay aligned).
+    """
+    m = arch.size_multiple
+    return int(math.ceil(max(receptive_field(arch)) / m) * m)
+
+
+# ---------------------------------------------------------------------------------------------
+# Keras model
+
+_LAYERS = None
+
+
+def _custom_layers():
+    """Define (once) the custom layers; deferred so that importing this module stays cheap."""
+    global _LAYERS
+    if _LAYERS is not None:
+        return _LAYERS
+    import keras
+    import tensorflow as tf
+
+    @keras.saving.register_keras_serializable(package="maximask")
+    class DepthToSpace(keras.layers.Layer):
+        """Rearrange ``block**2 * C`` channels into a ``block``-times larger image of C channels."""
+
+        def __init__(self, block=STEM, **kwargs):
+            super().__init__(**kwargs)
+            self.block = int(block)
+
+        def call(self, x):
+            return tf.nn.depth_to_space(x, self.block)
+
+        def get_config(self):
+            return dict(super().get_config(), block=self.block)
+
+    _LAYERS = {"DepthToSpace": DepthToSpace}
+    return _LAYERS
+
+
+def build_model(arch: Architecture = Architecture(), batch_norm: bool = True):
+    """Build the network as a Keras model.
+
+    Parameters
+    ----------
+    arch : Architecture
+    batch_norm : bool
+        Batch normalisation after each convolution (folded into the convolutions when the model is
+        converted for inference).
+
+    Returns
+    -------
+    keras.Model
+        Input ``(batch, H, W, 1)`` float32 normalised image, H and W multiples of
+        ``arch.size_multiple``; output ``(batch, H, W, arch.n_classes)`` float32 logits.
+    """
+    import keras
+    from keras import layers
+
+    L = _custom_layers()
+
+    def conv(x, ch, k=3, s=1, name=None, act=True):
+        x = layers.Conv2D(ch, k, strides=s, padding="same", use_bias=not batch_norm, name=name)(x)
+        if batch_norm:
+            x = layers.BatchNormalization(name=None if name is None else name + "_bn")(x)
+        return layers.ReLU()(x) if act else x
+
+    inp = keras.Input((None, None, 1), name="image")
+    x = conv(inp, arch.widths[0], k=STEM, s=STEM, name="stem")
+    skips = []
+    for level, (ch, n) in enumerate(zip(arch.widths, arch.encoder_convs)):
+        if level > 0:
+            x = conv(x, ch, k=2, s=2, name=f"down{level}")
+        for j in range(n):
+            x = conv(x, ch, name=f"enc{level}_{j}")
+        skips.append(x)
+    for level in range(len(arch.widths) - 2, -1, -1):
+        ch = arch.widths[level]
+        if arch.upsampling == "transposed":
+            x = layers.Conv2DTranspose(ch, 2, strides=2, name=f"up{level}")(x)
+        elif arch.upsampling == "d2s":
+            x = layers.Conv2D(4 * ch, 1, name=f"up{level}")(x)
+            x = L["DepthToSpace"](2)(x)
+        else:
+            x = layers.UpSampling2D(2, interpolation="nearest")(x)
+            x = layers.Conv2D(ch, 1, name=f"up{level}")(x)
+        x = layers.Add()([x, skips[level]])
+        for j in range(arch.decoder_convs[level]):
+            x = conv(x, ch, name=f"dec{level}_{j}")
+    x = layers.Conv2D(arch.n_classes * STEM * STEM, 1, name="head")(x)
+    out = L["DepthToSpace"](STEM, name="to_full_res")(x)
+    return keras.Model(inp, out, name="maximask")
+
+
+def custom_objects() -> dict:
+    """Custom layers needed by ``keras.models.load_model`` for a saved maximask model."""
+    return dict(_custom_layers())

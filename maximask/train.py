@@ -1,0 +1,537 @@
+"""``maximask-train``: train the maximask network on simulated frames, or fine-tune it on labelled frames.
+
+Training data
+    Frames from :func:`maximask.sim.simulate_frame`, normalised whole with
+    :func:`maximask.normalize.normalize_image` exactly as inference does, then cut into random training
+    tiles. Frames are simulated in a worker process, a *chunk* of frames at a time, while the network
+    trains on the previous chunk; each chunk feeds a fixed number of steps. Chunk ``c``'s frames use
+    the seeds ``SeedSequence(seed, spawn_key=(0, c, i))`` and its tile draws
+    ``SeedSequence(seed, spawn_key=(3, c))``: the whole data stream is a function of the seed and the
+    step, so that a run resumed from a checkpoint sees exactly the data an uninterrupted run would.
+    Validation frames use ``spawn_key=(1, i)``; the held-out benchmark (benchmarks/quality.py) uses
+    another root seed.
+Augmentation
+    Left-right and up-down flips only: a 90-degree rotation would turn hot/dead columns and bleed
+    trails (which follow the detector columns) into rows. Gain and noise changes are not augmented:
+    the normalisation divides them out, and the simulator already draws gain, read noise, sky and
+    seeing per frame.
+Loss
+    Binary cross-entropy per class with positive-pixel weights ``w_c`` (rare classes up-weighted,
+    :func:`positive_weights`). A weight ``w_c`` shifts the optimal logit by ``log(w_c)``; the export
+    subtracts it from the head biases, so that the shipped network's logits are calibrated to the
+    training class frequencies (the training priors of its metadata), as the prior modification assumes.
+Checkpoints
+    ``RUN_DIR/checkpoint.keras`` (model and optimizer) and ``RUN_DIR/state.json`` every
+    ``--checkpoint-every`` steps and at the end; a run restarted with the same ``RUN_DIR`` resumes
+    from them. Validation metrics (per-class ROC AUC and AP) go to ``RUN_DIR/log.jsonl``.
+
+Fine-tuning (``--init-from NET_DIR --data DIR``) starts from a network directory's ``model.keras`` and
+trains on the user's frames: pairs ``NAME.fits`` (image) + ``NAME.truth.fits`` (uint8 cube of 14
+planes in class order), with the same tiling, loss and augmentation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .classes import ABBRS, N_CLASSES
+
+DEFAULT_SEED = 20261123
+TRAIN, VALID, TILES, PRIOR = 0, 1, 3, 4  # spawn-key streams (the held-out benchmark uses another root seed)
+N_FREQ_FRAMES = 32  # frames simulated (512 x 512) to estimate class frequencies for the loss weights
+
+
+# ------------------------------------------------------------------------------------------------
+# Data
+
+
+def frame_seed(seed: int, stream: int, *index: int) -> np.random.SeedSequence:
+    """Seed of one simulated frame: an independent stream per (purpose, chunk, frame)."""
+    return np.random.SeedSequence(seed, spawn_key=(stream,) + tuple(index))
+
+
+def simulate_normalised(seq, shape, normalisation=None, sim_config=None):
+    """Simulate a frame and normalise it whole, exactly as inference does.
+
+    Parameters
+    ----------
+    seq : numpy.random.SeedSequence
+    shape : tuple of int
+        Frame shape (H, W).
+    normalisation : dict, optional
+        Normalisation parameters (default :data:`maximask.normalize.DEFAULT_NORMALISATION`).
+    sim_config : dict, optional
+        Simulator options.
+
+    Returns
+    -------
+    data : ndarray, float32, shape (H, W)
+        Normalised frame.
+    truth : ndarray, uint8, shape (14, H, W)
+    """
+    from .normalize import normalize_image
+    from .sim import simulate_frame
+
+    image, truth, _ = simulate_frame(tuple(shape), np.random.default_rng(seq), sim_config)
+    return normalize_image(image, normalisation).data, truth
+
+
+def _simulate_chunk(args):
+    seed, chunk, n_frames, shape = args
+    frames = [simulate_normalised(frame_seed(seed, TRAIN, chunk, i), shape) for i in range(n_frames)]
+    return np.stack([f[0] for f in frames]), np.stack([f[1] for f in frames])
+
+
+def draw_tiles(rng, data, truth, n, tile):
+    """Random training tiles from a stack of frames, with column-preserving flips.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    data : ndarray, float32, shape (F, H, W)
+        Normalised frames.
+    truth : ndarray, uint8, shape (F, 14, H, W)
+    n : int
+        Number of tiles.
+    tile : int
+        Tile side (pixels).
+
+    Returns
+    -------
+    x : ndarray, float32, shape (n, tile, tile, 1)
+    y : ndarray, float32, shape (n, tile, tile, 14)
+    """
+    f, h, w = data.shape
+    x = np.empty((n, tile, tile, 1), np.float32)
+    y = np.empty((n, tile, tile, truth.shape[1]), np.float32)
+    for k in range(n):
+        i = rng.integers(f)
+        y0 = rng.integers(h - tile + 1)
+        x0 = rng.integers(w - tile + 1)
+        sl = (slice(y0, y0 + tile), slice(x0, x0 + tile))
+        xi = data[i][sl]
+        yi = np.moveaxis(truth[i][(slice(None),) + sl], 0, -1)
+        if rng.random() < 0.5:  # left-right flip: columns stay columns
+            xi, yi = xi[:, ::-1], yi[:, ::-1]
+        if rng.random() < 0.5:  # up-down flip
+            xi, yi = xi[::-1], yi[::-1]
+        x[k, ..., 0] = xi
+        y[k] = yi
+    return x, y
+
+
+def labels_to_cells(y, block=4):
+    """Fold full-resolution labels into the network's 1/``block`` cells (space-to-depth).
+
+    Parameters
+    ----------
+    y : ndarray, shape (n, H, W, C)
+
+    Returns
+    -------
+    ndarray, shape (n, H / block, W / block, block * block * C)
+        Channel ``(dy * block + dx) * C + c``: the order of ``tf.nn.space_to_depth``, inverse of the
+        network's final depth-to-space, so that the loss can be computed on the head's output.
+    """
+    n, h, w, c = y.shape
+    y = y.reshape(n, h // block, block, w // block, block, c).transpose(0, 1, 3, 2, 4, 5)
+    return y.reshape(n, h // block, w // block, block * block * c)
+
+
+def positive_weights(freq, power=0.5, cap=30.0):
+    """Weights of positive pixels in the loss: ``clip(((1 - f) / f) ** power, 1, cap)``.
+
+    The square root of the imbalance with a cap: very rare classes (hot and dead pixels, 1e-4 of the
+    pixels) get a strong but bounded weight, so that they are not drowned by the background without
+    flooding the output with false positives.
+    """
+    f = np.clip(np.asarray(freq, np.float64), 1e-6, 1 - 1e-6)
+    return np.clip(((1 - f) / f) ** power, 1.0, cap)
+
+
+# ------------------------------------------------------------------------------------------------
+# Loss and model helpers (TensorFlow imported lazily)
+
+
+def _loss_class():
+    import keras
+    from keras import ops
+
+    @keras.saving.register_keras_serializable(package="maximask")
+    class WeightedBCE(keras.losses.Loss):
+        """Per-class weighted binary cross-entropy on logits, averaged over pixels and classes."""
+
+        def __init__(self, pos_weight=None, name="weighted_bce", **kwargs):
+            super().__init__(name=name, **kwargs)
+            # one weight per output channel (14, or 14 * 16 on the head's cells)
+            self.pos_weight = [float(w) for w in (pos_weight or [1.0] * N_CLASSES)]
+
+        def call(self, y_true, y_pred):
+            w = ops.convert_to_tensor(self.pos_weight, dtype=y_pred.dtype)
+            # softplus(-z) = -log(sigmoid(z)), softplus(z) = -log(1 - sigmoid(z))
+            loss = w * y_true * ops.softplus(-y_pred) + (1.0 - y_true) * ops.softplus(y_pred)
+            return ops.mean(loss, axis=-1)
+
+        def get_config(self):
+            return dict(super().get_config(), pos_weight=self.pos_weight)
+
+    return WeightedBCE
+
+
+def training_view(model):
+    """The model up to its head (before depth-to-space): the loss is computed there, on labels
+    folded by :func:`labels_to_cells`, which avoids the full-resolution rearrangement (30% of a
+    training step) without changing the loss."""
+    import keras
+
+    return keras.Model(model.inputs, model.get_layer("head").output, name="maximask_cells")
+
+
+def full_view(train_model):
+    """The full network (logits at full resolution) from a :func:`training_view` model."""
+    import keras
+
+    from .model import STEM, _custom_layers
+
+    out = _custom_layers()["DepthToSpace"](STEM, name="to_full_res")(train_model.outputs[0])
+    return keras.Model(train_model.inputs, out, name="maximask")
+
+
+def predict_frame_logits(model, data):
+    """Logits of a whole normalised frame with the Keras model.
+
+    Parameters
+    ----------
+    model : keras.Model
+    data : ndarray, float32, shape (H, W), H and W multiples of the network's size_multiple
+
+    Returns
+    -------
+    ndarray, float32, shape (C, H, W)
+    """
+    out = model(data[None, :, :, None], training=False)
+    return np.moveaxis(np.asarray(out)[0], -1, 0)
+
+
+def validate(model, frames, names=ABBRS):
+    """Per-class ROC AUC and AP of a model on validation frames.
+
+    Parameters
+    ----------
+    model : keras.Model
+    frames : list of (data float32 (H, W), truth uint8 (C, H, W))
+
+    Returns
+    -------
+    dict
+        ``{class: metrics}`` (see :func:`maximask.metrics.class_metrics`) and the histogram.
+    """
+    from .metrics import ScoreHistogram, all_metrics
+
+    hist = ScoreHistogram(len(names))
+    for data, truth in frames:
+        hist.add(predict_frame_logits(model, data), truth)
+    return all_metrics(hist, names), hist
+
+
+def calibrated_copy(model, pos_weight):
+    """A copy of ``model`` whose logits no longer carry the loss weights' ``log(w_c)`` shift."""
+    import keras
+
+    from .model import STEM
+
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    head = clone.get_layer("head")
+    kernel, bias = head.get_weights()
+    shift = np.tile(np.log(np.asarray(pos_weight, np.float32)), STEM * STEM)  # depth-to-space order
+    head.set_weights([kernel, bias - shift])
+    return clone
+
+
+def export(model, net_dir, arch, pos_weight, priors, tile_size, extra):
+    """Write the trained model as a network directory (see :func:`maximask.network.save_network`)."""
+    from .model import required_margin
+    from .network import NetworkMetadata, save_network
+    from .normalize import DEFAULT_NORMALISATION
+
+    meta = NetworkMetadata(
+        name="maximask",
+        classes=list(ABBRS),
+        training_priors=[float(p) for p in priors],
+        margin=required_margin(arch),
+        tile_size=int(tile_size),
+        size_multiple=arch.size_multiple,
+        normalisation=dict(DEFAULT_NORMALISATION),
+        output="logits",
+        extra=dict(extra, architecture=arch.to_dict()),
+    )
+    return save_network(calibrated_copy(model, pos_weight), net_dir, meta)
+
+
+# ------------------------------------------------------------------------------------------------
+# Fine-tuning data
+
+
+def load_labelled_frames(data_dir, normalisation=None):
+    """User frames for fine-tuning: ``NAME.fits`` + ``NAME.truth.fits`` pairs in ``data_dir``.
+
+    Returns
+    -------
+    data : list of ndarray, float32 (H, W)
+        Normalised frames.
+    truth : list of ndarray, uint8 (14, H, W)
+    """
+    from astropy.io import fits
+
+    from .errors import UsageError
+    from .normalize import normalize_image
+
+    data, truth = [], []
+    for tpath in sorted(Path(data_dir).glob("*.truth.fits")):
+        ipath = tpath.with_name(tpath.name.replace(".truth.fits", ".fits"))
+        if not ipath.is_file():
+            raise UsageError(tpath, f"no image {ipath.name} beside this truth cube")
+        image = fits.getdata(ipath).astype(np.float32)
+        t = fits.getdata(tpath)
+        if t.shape != (N_CLASSES,) + image.shape:
+            raise UsageError(tpath, f"truth cube shape {t.shape}, expected {(N_CLASSES,) + image.shape}")
+        data.append(normalize_image(image, normalisation).data)
+        truth.append((t > 0).astype(np.uint8))
+    if not data:
+        raise UsageError(data_dir, "no NAME.fits + NAME.truth.fits pairs found")
+    return data, truth
+
+
+# ------------------------------------------------------------------------------------------------
+# Main loop
+
+
+def _parser():
+    p = argparse.ArgumentParser(
+        prog="maximask-train",
+        description="Train the maximask network on simulated frames (or fine-tune it on labelled "
+        "frames with --init-from and --data), with checkpoints and resume.",
+    )
+    p.add_argument("--run-dir", default="runs/maximask", help="checkpoints, logs (default %(default)s)")
+    p.add_argument("--out", default=None, help="network directory to export at the end")
+    p.add_argument("--steps", type=int, default=6000, help="total optimisation steps")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--tile", type=int, default=256, help="training tile side (pixels)")
+    p.add_argument("--frame-size", type=int, default=1024, help="simulated frame side (pixels)")
+    p.add_argument("--frames-per-chunk", type=int, default=6)
+    p.add_argument("--steps-per-chunk", type=int, default=12)
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine decay)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    p.add_argument("--val-frames", type=int, default=6)
+    p.add_argument("--val-every", type=int, default=500)
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop (checkpoint, export) after this wall time in this invocation")
+    p.add_argument("--threads", type=int, default=2, help="TensorFlow threads")
+    p.add_argument("--workers", type=int, default=1, help="simulation worker processes")
+    p.add_argument("--tile-size", type=int, default=None,
+                   help="inference tile side written in the metadata (default: from --init-from, or 1024)")
+    p.add_argument("--arch", default=None, help="architecture as JSON (maximask.model.Architecture)")
+    p.add_argument("--init-from", default=None, help="network directory to start from (fine-tuning)")
+    p.add_argument("--data", default=None, help="fine-tuning frames: NAME.fits + NAME.truth.fits pairs")
+    return p
+
+
+def _log(run_dir, record):
+    record = dict(record, time=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()))
+    with open(Path(run_dir) / "log.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+    print(json.dumps(record), file=sys.stderr, flush=True)
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    tf.keras.utils.set_random_seed(args.seed)
+    import keras
+
+    from .model import STEM, Architecture, build_model, custom_objects
+    from .network import KERAS_FILE, METADATA_FILE
+
+    run_dir = Path(args.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt, state_path = run_dir / "checkpoint.keras", run_dir / "state.json"
+    WeightedBCE = _loss_class()
+    objects = dict(custom_objects(), WeightedBCE=WeightedBCE)
+    finetune = args.data is not None
+    if finetune and not args.init_from:
+        raise SystemExit("maximask-train: error: --data needs --init-from NET_DIR")
+
+    if state_path.is_file() and ckpt.is_file():
+        state = json.loads(state_path.read_text())
+        tmodel = keras.models.load_model(ckpt, custom_objects=objects)
+        model = full_view(tmodel)
+        arch = Architecture.from_dict(state["arch"])
+        _log(run_dir, {"event": "resume", "step": state["step"]})
+    else:
+        init_meta = None
+        if args.init_from:
+            init_meta = json.loads((Path(args.init_from) / METADATA_FILE).read_text())
+            model = keras.models.load_model(Path(args.init_from) / KERAS_FILE, custom_objects=objects)
+            arch = Architecture.from_dict(init_meta["extra"]["architecture"])
+        else:
+            arch = Architecture.from_dict(json.loads(args.arch)) if args.arch else Architecture()
+            model = build_model(arch)
+        tmodel = training_view(model)
+        state = {"step": 0, "arch": arch.to_dict(), "args": vars(args), "argv": sys.argv,
+                 "pixel_counts": [0.0] * N_CLASSES, "n_pixels": 0.0, "wall_s": 0.0}
+        if init_meta is not None:
+            state["tile_size"] = init_meta["tile_size"]
+        # class frequencies for the loss weights, from a first look at the training stream
+        if finetune:
+            _, truth0 = load_labelled_frames(args.data)
+            freq = np.mean([t.reshape(N_CLASSES, -1).mean(1) for t in truth0], axis=0)
+        else:
+            freq = np.mean([simulate_normalised(frame_seed(args.seed, PRIOR, i), (512, 512))[1]
+                            .reshape(N_CLASSES, -1).mean(1) for i in range(N_FREQ_FRAMES)], axis=0)
+        state["pos_weight"] = positive_weights(freq).tolist()
+        schedule = keras.optimizers.schedules.CosineDecay(
+            0.0, args.steps, alpha=0.02, warmup_target=args.lr, warmup_steps=min(200, args.steps // 10))
+        cell_weights = np.tile(state["pos_weight"], STEM * STEM).tolist()  # labels_to_cells order
+        tmodel.compile(optimizer=keras.optimizers.Adam(schedule), loss=WeightedBCE(cell_weights))
+        _log(run_dir, {"event": "start", "arch": arch.to_dict(), "params": model.count_params(),
+                       "pos_weight": dict(zip(ABBRS, np.round(state["pos_weight"], 2).tolist()))})
+    args_steps = int(state["args"]["steps"]) if not finetune else args.steps
+    # the data stream is fixed by the original invocation's options
+    a = argparse.Namespace(**dict(state["args"]))
+    frame_shape = (a.frame_size, a.frame_size)
+
+    # validation frames (simulated, or a held-back share of the user's frames)
+    if finetune:
+        fdata, ftruth = load_labelled_frames(args.data)
+        n_val = max(1, len(fdata) // 5) if len(fdata) > 1 else 0
+        val = [(d, t) for d, t in zip(fdata[:n_val], ftruth[:n_val])]
+        fdata, ftruth = fdata[n_val:] or fdata, ftruth[n_val:] or ftruth
+        m = arch.size_multiple
+        val = [(d[: d.shape[0] // m * m, : d.shape[1] // m * m],
+                t[:, : d.shape[0] // m * m, : d.shape[1] // m * m]) for d, t in val]
+    else:
+        val = [simulate_normalised(frame_seed(a.seed, VALID, i), frame_shape) for i in range(a.val_frames)]
+
+    pool = None
+    if not finetune:
+        import multiprocessing as mp
+        import signal
+
+        pool = mp.get_context("spawn").Pool(args.workers)
+
+        def _terminate(signum, frame):  # a killed trainer must not leave its workers behind
+            pool.terminate()
+            raise SystemExit(128 + signum)
+
+        signal.signal(signal.SIGTERM, _terminate)
+
+    def chunk_data(c):
+        if finetune:
+            return None
+        return pool.apply_async(_simulate_chunk, ((a.seed, c, a.frames_per_chunk, frame_shape),))
+
+    t_start = time.time()
+    wall_before = float(state["wall_s"])
+    step = state["step"]
+    chunk = step // a.steps_per_chunk
+    pending = chunk_data(chunk)
+    losses, t_wait = [], 0.0
+    stopped_early = False
+    while step < args_steps:
+        if args.max_minutes is not None and time.time() - t_start > 60 * args.max_minutes:
+            stopped_early = True
+            break
+        t0 = time.time()
+        if finetune:
+            rng = np.random.default_rng(frame_seed(a.seed, TILES, chunk))
+            cur = None
+        else:
+            data, truth = pending.get()
+            pending = chunk_data(chunk + 1)
+            rng = np.random.default_rng(frame_seed(a.seed, TILES, chunk))
+        t_wait += time.time() - t0
+        for k in range(a.steps_per_chunk):
+            if finetune:
+                i = rng.integers(len(fdata))
+                fr = fdata[i][None], ftruth[i][None]
+                tile = min(a.tile, *fdata[i].shape) // arch.size_multiple * arch.size_multiple
+                x, y = draw_tiles(rng, fr[0], fr[1], a.batch_size, tile)
+            else:
+                x, y = draw_tiles(rng, data, truth, a.batch_size, a.tile)
+            if chunk * a.steps_per_chunk + k < step:
+                continue  # resumed inside a chunk: skip the batches already used
+            losses.append(float(tmodel.train_on_batch(x, labels_to_cells(y))))
+            state["pixel_counts"] = (np.asarray(state["pixel_counts"]) + y.sum(axis=(0, 1, 2))).tolist()
+            state["n_pixels"] += float(y.shape[0] * y.shape[1] * y.shape[2])
+            step += 1
+            state["step"] = step
+            if step % 50 == 0:
+                _log(run_dir, {"event": "train", "step": step, "loss": float(np.mean(losses)),
+                               "lr": float(tmodel.optimizer.learning_rate),
+                               "wait_data_s": round(t_wait, 1),
+                               "elapsed_s": round(wall_before + time.time() - t_start, 1)})
+                losses, t_wait = [], 0.0
+            if step % a.checkpoint_every == 0 or step == args_steps:
+                _checkpoint(tmodel, ckpt, state, state_path, wall_before, t_start)
+            if step % a.val_every == 0 or step == args_steps:
+                metrics, _ = validate(model, val)
+                _log(run_dir, {"event": "validation", "step": step,
+                               "auc": {n: _r(m["auc"]) for n, m in metrics.items()},
+                               "ap": {n: _r(m["ap"]) for n, m in metrics.items()}})
+            if step >= args_steps:
+                break
+        chunk += 1
+    _checkpoint(tmodel, ckpt, state, state_path, wall_before, t_start)
+    if pool is not None:
+        pool.terminate()
+    if args.out and (not stopped_early or args.max_minutes is not None):
+        # the prior modification needs priors in (0, 1): a class never seen gets one pixel in 1e7
+        priors = np.clip(np.asarray(state["pixel_counts"]) / max(state["n_pixels"], 1.0), 1e-7, 1 - 1e-7)
+        tile_size = args.tile_size or state.get("tile_size") or 1024
+        extra = {
+            "training_command": "maximask-train " + " ".join(state["argv"][1:]),
+            "seed": a.seed,
+            "steps": step,
+            "batch_size": a.batch_size,
+            "training_tile": a.tile,
+            "frame_size": a.frame_size,
+            "frames_simulated": (step // a.steps_per_chunk + 1) * a.frames_per_chunk if not finetune else 0,
+            "training_wall_s": round(state["wall_s"], 1),
+            "loss_pos_weight": dict(zip(ABBRS, state["pos_weight"])),
+            "fine_tuned_from": args.init_from,
+        }
+        model_id = export(model, args.out, arch, state["pos_weight"], priors, tile_size, extra)
+        _log(run_dir, {"event": "export", "out": str(args.out), "model_id": model_id, "step": step})
+    return 0
+
+
+def _r(v):
+    return None if v is None else round(float(v), 5)
+
+
+def _checkpoint(model, ckpt, state, state_path, wall_before, t_start):
+    """Save model + optimizer and the loop state atomically (a crash leaves the previous pair)."""
+    state["wall_s"] = wall_before + time.time() - t_start
+    tmp = ckpt.with_name("checkpoint.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, ckpt)
+    tmp_state = state_path.with_suffix(".tmp")
+    tmp_state.write_text(json.dumps(state))
+    os.replace(tmp_state, state_path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""The network architecture: output shape, logits, exact receptive field, shipped network consistency."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from maximask.classes import ABBRS
+from maximask.metrics import ScoreHistogram, class_metrics
+from maximask.model import Architecture, receptive_field, required_margin
+from maximask.resources import default_net_dir
+
+SMALL = Architecture(widths=(4, 6, 8), encoder_convs=(1, 1, 1), decoder_convs=(1, 1), n_classes=3)
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    pytest.importorskip("tensorflow")
+    import keras
+
+    from maximask.model import build_model
+
+    keras.utils.set_random_seed(1)
+    model = build_model(SMALL, batch_norm=False)
+    # random biases too, so that zero padding differs from a zero-valued input region
+    model.set_weights([np.random.default_rng(i).normal(0, 0.5, w.shape).astype(np.float32)
+                       for i, w in enumerate(model.get_weights())])
+    return model
+
+
+def _run(model, image):
+    return np.asarray(model(image[None, :, :, None], training=False))[0]
+
+
+def test_output_shape_and_logits(small_model):
+    image = np.random.default_rng(0).normal(size=(64, 96)).astype(np.float32) * 5
+    out = _run(small_model, image)
+    assert out.shape == (64, 96, 3)
+    assert out.dtype == np.float32
+    # logits, not probabilities: not confined to [0, 1]
+    assert out.min() < 0 or out.max() > 1
+
+
+def test_margin_is_the_receptive_field(small_model):
+    """A pixel's output changes only when an input pixel within the receptive field changes."""
+    left, right = receptive_field(SMALL)
+    m = SMALL.size_multiple
+    rng = np.random.default_rng(1)
+    image = rng.normal(size=(96, 256)).astype(np.float32)
+    base = _run(small_model, image)
+    # perturb one column; collect the output columns that change, over every phase of the grid
+    for col in range(96, 96 + m):
+        pert = image.copy()
+        pert[:, col] += 50.0
+        changed = np.nonzero(np.abs(_run(small_model, pert) - base).max(axis=(0, 2)) > 0)[0]
+        assert changed.min() >= col - right
+        assert changed.max() <= col + left
+    # the bound is reached: the claimed receptive field is not a loose over-estimate
+    reach = []
+    for col in range(96, 96 + m):
+        pert = image.copy()
+        pert[:, col] += 50.0
+        changed = np.nonzero(np.abs(_run(small_model, pert) - base).max(axis=(0, 2)) > 0)[0]
+        reach.append(max(col - changed.min(), changed.max() - col))
+    assert max(reach) == max(left, right)
+    assert required_margin(SMALL) % m == 0 and required_margin(SMALL) >= max(left, right)
+
+
+def test_tiled_output_equals_whole_image(small_model):
+    """With the margin and aligned offsets, a tile's core equals the whole-image output there."""
+    margin, m = required_margin(SMALL), SMALL.size_multiple
+    image = np.random.default_rng(2).normal(size=(3 * margin + 4 * m, 3 * margin + 4 * m)).astype(np.float32)
+    whole = _run(small_model, image)
+    y0 = x0 = m  # aligned tile offset inside the frame
+    t = 2 * margin + 2 * m
+    tile = _run(small_model, image[y0:y0 + t, x0:x0 + t])
+    core = np.s_[margin:t - margin, margin:t - margin]
+    np.testing.assert_allclose(tile[core], whole[y0:y0 + t, x0:x0 + t][core], rtol=1e-4, atol=1e-4)
+
+
+def test_default_architecture_budget():
+    pytest.importorskip("tensorflow")
+    from maximask.model import build_model
+
+    arch = Architecture()
+    model = build_model(arch)
+    assert model.count_params() <= 3_000_000
+    assert arch.n_classes == len(ABBRS)
+    assert required_margin(arch) % arch.size_multiple == 0
+
+
+def test_metrics_from_histograms():
+    rng = np.random.default_rng(3)
+    truth = (rng.random((1, 50, 50)) < 0.2).astype(np.uint8)
+    logits = (rng.normal(size=(1, 50, 50)) + 2.0 * truth).astype(np.float32)
+    hist = ScoreHistogram(1)
+    hist.add(logits, truth)
+    m = class_metrics(hist.pos[0], hist.neg[0], hist.edges)
+    # exact AUC by pair counting
+    pos, neg = logits[truth == 1], logits[truth == 0]
+    exact = (pos[:, None] > neg[None, :]).mean()
+    assert m["auc"] == pytest.approx(exact, abs=2e-3)
+    assert m["n_pos"] == truth.sum()
+    assert 0 < m["best_f1"] <= 1
+
+
+SHIPPED = default_net_dir()
+
+
+@pytest.mark.skipif(not (SHIPPED / "model.tflite").is_file(), reason="no shipped network")
+def test_shipped_network_consistent():
+    from maximask.network import Network, weights_hash
+
+    meta = json.loads((SHIPPED / "metadata.json").read_text())
+    assert meta["classes"] == list(ABBRS)
+    assert meta["output"] == "logits"
+    assert meta["extra"]["model_id"] == weights_hash(SHIPPED / "model.tflite")
+    arch = Architecture.from_dict(meta["extra"]["architecture"])
+    assert meta["margin"] == required_margin(arch)
+    assert meta["size_multiple"] == arch.size_multiple
+    assert meta["tile_size"] % arch.size_multiple == 0 and meta["tile_size"] > 2 * meta["margin"]
+    assert len(meta["training_priors"]) == len(ABBRS)
+    assert all(0 < p < 1 for p in meta["training_priors"])
+    assert (SHIPPED / "model.tflite").stat().st_size <= 15e6
+    net = Network(SHIPPED, num_threads=1)
+    t = meta["tile_size"]
+    out = net.predict_logits(np.zeros((1, t, t, 1), np.float32))
+    assert out.shape == (1, t, t, len(ABBRS))
+    assert np.isfinite(out).all()
