@@ -34,6 +34,25 @@ def _show(ax, img, meta, title):
     ax.set_yticks([])
 
 
+# options that make a class easy to see in its panel (the class itself keeps its usual physics)
+SHOWCASE = {
+    "CR": {"cr_rate": (3e-7, 1e-6), "exptime_s": (300.0, 1200.0)},
+    "HP": {"star_density": (100.0, 1000.0)},
+    "DP": {"star_density": (100.0, 1000.0)},
+}
+
+
+def _zoom_box(mask, size, half):
+    """Centre of the densest (2*half)^2 window of a mask, clipped to the frame."""
+    from scipy import ndimage
+
+    dens = ndimage.uniform_filter(mask.astype(np.float32), size=2 * half)
+    cy, cx = np.unravel_index(np.argmax(dens), mask.shape)
+    cy = int(np.clip(cy, half, mask.shape[0] - half))
+    cx = int(np.clip(cx, half, mask.shape[1] - half))
+    return slice(cy - half, cy + half), slice(cx - half, cx + half)
+
+
 def class_panel(abbr, size, seed, out):
     rng = np.random.default_rng(seed)
     # diffuse classes hide small ones at this stretch: keep them out unless they are the subject
@@ -41,17 +60,23 @@ def class_panel(abbr, size, seed, out):
     force = [abbr] + (["SAT"] if abbr == "SP" else [])
     # show the class on a clean-ish frame so the eye sees what the label means
     for _ in range(20):
-        img, truth, meta = simulate_frame((size, size), rng, {"force": force, "class_prob": {a: 0.15 for a in ABBRS[:-1]}, "clean_prob": 0.0, "forbid": forbid})
+        cfg = {"force": force, "class_prob": {a: 0.15 for a in ABBRS[:-1]}, "clean_prob": 0.0, "forbid": forbid}
+        cfg.update(SHOWCASE.get(abbr, {}))
+        img, truth, meta = simulate_frame((size, size), rng, cfg)
         if truth[INDEX[abbr]].any():
             break
-    fig, axes = plt.subplots(1, 2, figsize=(10, 5.3))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5.3))
     _show(axes[0], img, meta, f"{abbr} ({CLASSES[INDEX[abbr]].meaning}) — image")
     _show(axes[1], img, meta, f"truth contour (red); also present: {', '.join(c for c in meta['classes_drawn'] if c != abbr) or 'none'}")
     axes[1].contour(truth[INDEX[abbr]], levels=[0.5], colors="red", linewidths=0.6, origin="lower")
+    half = max(24, size // 8)
+    sy, sx = _zoom_box(truth[INDEX[abbr]], size, half)
+    _show(axes[2], img[sy, sx], meta, f"zoom: rows {sy.start}-{sy.stop}, columns {sx.start}-{sx.stop}")
+    axes[2].contour(truth[INDEX[abbr]][sy, sx], levels=[0.5], colors="red", linewidths=0.8, origin="lower")
     txt = f"{meta['detector']}  sky {meta['sky_e']:.0f} e-  RN {meta['read_noise_e']:.1f} e-  gain {meta['gain']:.2f}  FWHM {meta['fwhm_px']:.1f} px  stars {meta['n_stars']}"
     fig.text(0.5, 0.02, txt, ha="center", fontsize=8)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    fig.savefig(out / f"class_{abbr}.png", dpi=90)
+    fig.savefig(out / f"class_{abbr}.png", dpi=80)
     plt.close(fig)
 
 

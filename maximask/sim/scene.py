@@ -193,7 +193,8 @@ def draw_catalog(shape, rng, cfg, cond, present):
         "flux": gflux,
         "r_eff": log_uniform(rng, 0.5, 12.0, n_g) * np.clip((gflux / (20 * fmin)) ** 0.25, 0.5, 3.0),
         "n": rng.uniform(0.5, 4.0, n_g),
-        "q": rng.uniform(0.2, 1.0, n_g),
+        # apparent axis ratios of field galaxies: most 0.4-0.9, few thin edge-on discs
+        "q": np.clip(rng.beta(3.0, 1.6, n_g), 0.15, 1.0),
         "theta": rng.uniform(0.0, np.pi, n_g),
     }
     return {"stars": stars, "galaxies": galaxies, "bright": bright}
