@@ -229,3 +229,21 @@ def test_small_image_and_batch_size(net_dir, tmp_path, monkeypatch):
         outs.append(read_out(out))
     assert outs[0] == outs[1]
     assert math.isfinite(float(outs[0][0][1]))
+
+
+def test_compressed_and_gzipped_inputs_score_like_plain(net_dir, tmp_path, monkeypatch):
+    import gzip
+    import shutil
+
+    im = frame(21)
+    plain = write_fits(tmp_path / "p.fits", [im])
+    fz = tmp_path / "p.fits.fz"
+    with fitsio.FITS(str(fz), "rw", clobber=True) as f:
+        f.write(im, compress="GZIP_2", qlevel=None)  # lossless
+    gz = tmp_path / "p.fits.gz"
+    with open(plain, "rb") as src, gzip.open(gz, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    assert run([plain, fz, gz], net_dir, tmp_path, monkeypatch) == 0
+    lines = read_out(tmp_path / "maxitrack.out")
+    assert [line[0] for line in lines] == [str(plain), str(fz), str(gz)]
+    assert len({line[1] for line in lines}) == 1
