@@ -214,7 +214,7 @@ def parse_args(argv=None):
     ap.add_argument("--frame-size", type=int, nargs=2, default=(512, 512), metavar=("H", "W"))
     ap.add_argument("--tile", type=int, default=128, help="tile side (network input)")
     ap.add_argument("--tiles-per-frame", type=int, default=4, help="tiles selected per training frame")
-    ap.add_argument("--epochs", type=int, default=22)
+    ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=1, help="seed of the simulated data and of the training")
