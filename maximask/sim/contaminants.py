@@ -408,9 +408,10 @@ def bright_background(shape, rng, sigma_bg, bright_xy, fwhm):
             k = rng.choice([-1.0, 1.0]) * rng.uniform(0.3, 1.2)
             gy, gx = sy + k * (sy - cy) + rng.normal(0, 10), sx + k * (sx - cx) + rng.normal(0, 10)
             r = np.hypot(yy - gy, xx - gx)
-            edge = max(1.0, 0.05 * rout)
+            # pupil ghosts are faint (a few sigma at most) with soft, defocused edges
+            edge = max(1.5, 0.1 * rout)
             ring = 1.0 / (1.0 + np.exp(np.clip((r - rout) / edge, -50, 50))) - 1.0 / (1.0 + np.exp(np.clip((r - rin) / edge, -50, 50)))
-            layer += (0.3 * amp * ring).astype(np.float32)
+            layer += (min(0.3 * amp, float(log_uniform(rng, 0.5, 6.0)) * sigma_bg) * ring).astype(np.float32)
             sy, sx = gy, gx
         else:
             ang = rng.uniform(0, 2 * np.pi)
