@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from maximask.cli import _positive_int
 from maximask.cli_common import OneLineParser, check_selected, print_error
 from maximask.errors import MaximaskError, UsageError
 
@@ -50,16 +51,6 @@ def _fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0.0 < v <= 1.0:
         raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
-    return v
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
     return v
 
 
