@@ -56,6 +56,10 @@ def _write(out: np.ndarray, core: tuple, res: np.ndarray) -> None:
         out[..., y : min(y + _WRITE_ROWS, ys.stop), xs] = res[..., r : r + _WRITE_ROWS, :]
 
 
+#: Memory (bytes) the network's outputs and intermediates of one call may take (see infer).
+_CALL_MEMORY = 256 * 2**20
+
+
 def infer(
     image,
     network,
@@ -112,7 +116,12 @@ def infer(
         )
     transform = sigmoid_planes if tile_transform is None else tile_transform
     buf = None
-    for tiles in plan.batches(int(batch_size)):
+    # Tiles per network call: at most batch_size, and few enough that the network's logits, its
+    # largest intermediate (the head before depth-to-space, as large) and the returned copy, about
+    # 3 x 4 bytes x C per tile pixel, stay within _CALL_MEMORY (a 1024^2 tile needs 176 MB).
+    per_tile = 3 * 4 * len(meta.classes) * meta.tile_size**2
+    batch_size = max(1, min(int(batch_size), _CALL_MEMORY // per_tile))
+    for tiles in plan.batches(batch_size):
         buf = plan.gather(frame, tiles, buf)
         logits = network.predict_logits(buf[: len(tiles)])
         for tile, lg in zip(tiles, logits):
