@@ -14,51 +14,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import time
 import traceback
 from pathlib import Path
 
+from .cli_common import OneLineParser, parse_bool, positive_int, print_error, run_interruptible
 from .errors import MaximaskError, UsageError
 
 PROG = "maximask"
 
-_TRUE = {"true", "yes", "1", "t", "y"}
-_FALSE = {"false", "no", "0", "f", "n"}
-
-
-def parse_bool(text: str) -> bool:
-    """BOOL option values: true/false, yes/no, 1/0, t/f, y/n, any case."""
-    v = str(text).strip().lower()
-    if v in _TRUE:
-        return True
-    if v in _FALSE:
-        return False
-    raise argparse.ArgumentTypeError(f"invalid BOOL {text!r} (use true/false, yes/no, 1/0, t/f or y/n)")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return v
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (``maximask: error: <option>: <reason>``) raised, not exited."""
-
-    def error(self, message):
-        raise UsageError("usage", f"{message} (see maximask -h)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    ap = _Parser(
+    ap = OneLineParser(
         prog=PROG,
         description="Find contaminants (cosmic rays, hot/dead columns and pixels, persistence, trails, fringes, "
         "nebulosities, saturation, diffraction spikes, overscan, bright background) in FITS images. "
@@ -79,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--single_mask", type=parse_bool, default=False, metavar="BOOL",
                     help="write one int16 plane, the sum of the bit codes of the classes over threshold "
                          "(default false; needs thresholding)")
-    ap.add_argument("--batch_size", type=_positive_int, default=8, metavar="N",
+    ap.add_argument("--batch_size", type=positive_int, default=8, metavar="N",
                     help="tiles per network call (default 8)")
     ap.add_argument("-o", "--out-dir", default=None, metavar="DIR",
                     help="write outputs in DIR (created if needed) instead of next to the inputs")
@@ -93,15 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _error(path, reason) -> None:
-    print(f"{PROG}: error: {path}: {reason}", file=sys.stderr, flush=True)
-
-
-class _Interrupted(KeyboardInterrupt):
-    """SIGTERM, raised where Python next runs so that open outputs are discarded on the way out."""
-
-
-def _on_sigterm(signum, frame):
-    raise _Interrupted()
+    print_error(PROG, path, reason)
 
 
 def _setup(args):
@@ -168,20 +129,7 @@ def main(argv=None) -> int:
     except SystemExit as exc:  # --help, --version
         return int(exc.code or 0)
 
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
-        signal.signal(signal.SIGTERM, _on_sigterm)
-    except ValueError:  # not the main thread (embedded use): leave signals alone
-        previous = None
-    try:
-        return _run(args)
-    except _Interrupted:
-        return 128 + signal.SIGTERM
-    except KeyboardInterrupt:
-        return 128 + signal.SIGINT
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    return run_interruptible(_run, args)
 
 
 def _run(args) -> int:

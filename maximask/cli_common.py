@@ -9,6 +9,7 @@ speed budget counts every import.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from .errors import MaximaskError, UsageError
@@ -19,6 +20,61 @@ _KIND = {"BINARY_TBL": "a binary table", "ASCII_TBL": "an ASCII table"}
 def print_error(prog: str, path, reason) -> None:
     """The one-line error message on stderr."""
     print(f"{prog}: error: {path}: {reason}", file=sys.stderr, flush=True)
+
+
+_TRUE = {"true", "yes", "1", "t", "y"}
+_FALSE = {"false", "no", "0", "f", "n"}
+
+
+def parse_bool(text: str) -> bool:
+    """BOOL option values: true/false, yes/no, 1/0, t/f, y/n, any case."""
+    v = str(text).strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"invalid BOOL {text!r} (use true/false, yes/no, 1/0, t/f or y/n)")
+
+
+def positive_int(text: str) -> int:
+    """Option values that must be integers >= 1 (``--batch_size``)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return v
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, raised where Python next runs so that open outputs are discarded on the way out."""
+
+
+def _on_sigterm(signum, frame):
+    raise Interrupted()
+
+
+def run_interruptible(run, args) -> int:
+    """Call ``run(args)`` with SIGTERM turned into :class:`Interrupted`.
+
+    Returns ``run``'s exit code, or 128 + the signal number when SIGTERM or SIGINT stops it (the
+    ``finally`` blocks on the way out discard partial outputs).
+    """
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (embedded use): leave signals alone
+        previous = None
+    try:
+        return run(args)
+    except Interrupted:
+        return 128 + signal.SIGTERM
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 class OneLineParser(argparse.ArgumentParser):

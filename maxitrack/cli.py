@@ -17,7 +17,6 @@ those of ``maximask``.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
 import traceback
@@ -26,8 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maximask.cli import _positive_int
-from maximask.cli_common import OneLineParser, check_selected, print_error
+from maximask.cli_common import OneLineParser, check_selected, positive_int, print_error, run_interruptible
 from maximask.errors import MaximaskError, UsageError
 
 PROG = "maxitrack"
@@ -69,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--frac", type=_fraction, default=1.0,
                     help="use a random fraction of the 2D HDUs of each file, at least one (default 1)")
     ap.add_argument("--seed", type=int, default=None, help="seed of the --frac draw (reproducible results)")
-    ap.add_argument("--batch_size", type=_positive_int, default=16, help="tiles per network call (default 16)")
+    ap.add_argument("--batch_size", type=positive_int, default=16, help="tiles per network call (default 16)")
     ap.add_argument("-o", "--output", default=DEFAULT_OUTPUT,
                     help="file the results are appended to (default: maxitrack.out in the working directory)")
     verb = ap.add_mutually_exclusive_group()
@@ -190,22 +188,7 @@ def main(argv=None) -> int:
     except SystemExit as exc:  # --help, --version
         return int(exc.code or 0)
     # SIGTERM handled as maximask does: the results already appended stay, the exit code is 143
-    from maximask.cli import _Interrupted, _on_sigterm
-
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
-        signal.signal(signal.SIGTERM, _on_sigterm)
-    except ValueError:  # not the main thread (embedded use): leave signals alone
-        previous = None
-    try:
-        return _run(args)
-    except _Interrupted:
-        return 128 + signal.SIGTERM
-    except KeyboardInterrupt:
-        return 128 + signal.SIGINT
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    return run_interruptible(_run, args)
 
 
 def _run(args) -> int:
