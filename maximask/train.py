@@ -335,6 +335,9 @@ def _parser():
     p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--max-minutes", type=float, default=None,
                    help="stop (checkpoint, export) after this wall time in this invocation")
+    p.add_argument("--stop-at-step", type=int, default=None,
+                   help="stop (checkpoint, export) at this step, keeping the --steps schedule: "
+                   "reproduces a run that --max-minutes stopped")
     p.add_argument("--threads", type=int, default=2, help="TensorFlow threads")
     p.add_argument("--workers", type=int, default=1, help="simulation worker processes")
     p.add_argument("--tile-size", type=int, default=None,
@@ -449,10 +452,9 @@ def main(argv=None):
     chunk = step // a.steps_per_chunk
     pending = chunk_data(chunk)
     losses, t_wait = [], 0.0
-    stopped_early = False
     while step < args_steps:
-        if args.max_minutes is not None and time.time() - t_start > 60 * args.max_minutes:
-            stopped_early = True
+        if (args.max_minutes is not None and time.time() - t_start > 60 * args.max_minutes) or (
+                args.stop_at_step is not None and step >= args.stop_at_step):
             break
         t0 = time.time()
         if finetune:
@@ -491,13 +493,13 @@ def main(argv=None):
                 _log(run_dir, {"event": "validation", "step": step,
                                "auc": {n: _r(m["auc"]) for n, m in metrics.items()},
                                "ap": {n: _r(m["ap"]) for n, m in metrics.items()}})
-            if step >= args_steps:
+            if step >= args_steps or (args.stop_at_step is not None and step >= args.stop_at_step):
                 break
         chunk += 1
     _checkpoint(tmodel, ckpt, state, state_path, wall_before, t_start)
     if pool is not None:
         pool.terminate()
-    if args.out and (not stopped_early or args.max_minutes is not None):
+    if args.out:
         # the prior modification needs priors in (0, 1): a class never seen gets one pixel in 1e7
         priors = np.clip(np.asarray(state["pixel_counts"]) / max(state["n_pixels"], 1.0), 1e-7, 1 - 1e-7)
         tile_size = args.tile_size or state.get("tile_size") or 1024
@@ -505,6 +507,7 @@ def main(argv=None):
             "training_command": "maximask-train " + " ".join(state["argv"][1:]),
             "seed": a.seed,
             "steps": step,
+            "schedule_steps": a.steps,
             "batch_size": a.batch_size,
             "training_tile": a.tile,
             "frame_size": a.frame_size,
