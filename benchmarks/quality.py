@@ -38,9 +38,9 @@ from maximask.network import Network
 from maximask.resources import default_config_dir, default_net_dir
 
 HELDOUT_SEED = 909_090_17  # never used by training (maximask.train.DEFAULT_SEED = 20261123)
-N_FRAMES = 16
+N_FRAMES = 24
 FRAME_SHAPE = (2048, 2048)
-N_VALID_FRAMES = 24
+N_VALID_FRAMES = 32
 VALID_SHAPE = (1024, 1024)
 
 
