@@ -260,7 +260,8 @@ def test_single_mask_sums_bit_codes_of_the_masks(tmp_path, run):
 def test_class_selection_with_config_dir(tmp_path, run):
     flags = [0] * N
     flags[INDEX["CR"]] = flags[INDEX["SAT"]] = 1
-    thresh = [0.5] * N
+    # the bundled thresholds, so that the CR plane must equal the default run's
+    thresh = list(read_thresholds(default_config_dir() / "classes.thresh"))
     thresh[INDEX["SAT"]] = 0.123456789012345678
     cfg = config_dir(tmp_path, flags=flags, thresh=thresh)
     src = ff.write_image(tmp_path / "a.fits", ff.sky((36, 40)))
