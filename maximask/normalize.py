@@ -367,6 +367,29 @@ def background_maps(image, params: dict | None = None) -> tuple:
     return b.astype(np.float32), (1.0 / s).astype(np.float32)
 
 
+def check_image(image) -> np.ndarray:
+    """The image as an array, or ValueError if no network can read it.
+
+    Parameters
+    ----------
+    image : array_like
+        Expected: a non-empty 2D array of real numbers.
+
+    Raises
+    ------
+    ValueError
+        Not 2D, non-numeric or complex, or empty (the caller adds the file name).
+    """
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise ValueError(f"expected a 2D image, got shape {image.shape}")
+    if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
+        raise ValueError(f"non-numeric or complex pixel data ({image.dtype})")
+    if image.size == 0:
+        raise ValueError("empty image")
+    return image
+
+
 def normalize_image(image, params: dict | None = None) -> Normalized:
     """Prepare a frame for the network.
 
@@ -388,13 +411,7 @@ def normalize_image(image, params: dict | None = None) -> Normalized:
         the caller adds the file name).
     """
     p = _params(params)
-    image = np.asarray(image)
-    if image.ndim != 2:
-        raise ValueError(f"expected a 2D image, got shape {image.shape}")
-    if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
-        raise ValueError(f"non-numeric or complex pixel data ({image.dtype})")
-    if image.size == 0:
-        raise ValueError("empty image")
+    image = check_image(image)
     # float32 everywhere except float64 input, whose full precision is kept through the subtraction
     work = np.float64 if image.dtype == np.float64 else np.float32
     finite = np.isfinite(image)

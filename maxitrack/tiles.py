@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from maximask.normalize import mesh_statistics, normalize_image
+from maximask.normalize import check_image, mesh_statistics, normalize_image
 
 #: Tile selection parameters stored in the network metadata (``extra["tiles"]``).
 DEFAULT_SELECTION = {
@@ -236,13 +236,7 @@ def prepare_tiles(
     ValueError
         If the frame has no finite pixel or is constant (the message gives the reason).
     """
-    image = np.asarray(image)
-    if image.ndim != 2:
-        raise ValueError(f"expected a 2D image, got shape {image.shape}")
-    if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
-        raise ValueError(f"non-numeric or complex pixel data ({image.dtype})")
-    if image.size == 0:
-        raise ValueError("empty image")
+    image = check_image(image)
     sky, noise = _frame_sky(image)
     if not np.isfinite(sky):
         raise ValueError("all pixels are NaN or infinite")
