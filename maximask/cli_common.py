@@ -48,33 +48,49 @@ def positive_int(text: str) -> int:
 
 
 class Interrupted(KeyboardInterrupt):
-    """SIGTERM, raised where Python next runs so that open outputs are discarded on the way out."""
+    """SIGINT or SIGTERM, raised where Python next runs so that open outputs are discarded on the way out.
+
+    Attributes
+    ----------
+    signum : int
+        The signal received.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
 
 
-def _on_sigterm(signum, frame):
-    raise Interrupted()
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _on_stop_signal(signum, frame):
+    # the first signal wins: a second one during cleanup must neither interrupt the removal of
+    # partial outputs nor kill the process with another exit status
+    for s in _STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+    raise Interrupted(signum)
 
 
 def run_interruptible(run, args) -> int:
-    """Call ``run(args)`` with SIGTERM turned into :class:`Interrupted`.
+    """Call ``run(args)`` with SIGINT and SIGTERM turned into :class:`Interrupted`.
 
-    Returns ``run``'s exit code, or 128 + the signal number when SIGTERM or SIGINT stops it (the
+    Returns ``run``'s exit code, or 128 + the signal number when SIGINT or SIGTERM stops it (the
     ``finally`` blocks on the way out discard partial outputs).
     """
-    previous = signal.getsignal(signal.SIGTERM)
     try:
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        previous = {s: signal.signal(s, _on_stop_signal) for s in _STOP_SIGNALS}
     except ValueError:  # not the main thread (embedded use): leave signals alone
-        previous = None
+        previous = {}
     try:
         return run(args)
-    except Interrupted:
-        return 128 + signal.SIGTERM
-    except KeyboardInterrupt:
+    except Interrupted as exc:
+        return 128 + exc.signum
+    except KeyboardInterrupt:  # raised by code that bypasses the handler
         return 128 + signal.SIGINT
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 class OneLineParser(argparse.ArgumentParser):
