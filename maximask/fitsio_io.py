@@ -273,6 +273,42 @@ def _renamed(card: afits.Card, key: str) -> afits.Card:
     return card if key == card.keyword else afits.Card(key, card.value, card.comment)
 
 
+def open_task(task) -> InputFile:
+    """Open the file of a work-list task and check that it has something to process.
+
+    Parameters
+    ----------
+    task : maximask.inputs.Task
+        ``task.hdu`` is the HDU named by ``file.fits[N]``, or None for every image HDU.
+
+    Returns
+    -------
+    InputFile
+        Open; the caller closes it (use it as a context manager).
+
+    Raises
+    ------
+    MaximaskError
+        Named after ``task.label``: the file cannot be read, the selected HDU cannot be processed, or
+        the file holds no 2-D image or 3-D cube.
+    """
+    from .cli_common import check_selected
+
+    try:
+        src = InputFile(task.path)
+    except MaximaskError as exc:
+        raise MaximaskError(task.label, exc.reason) from None
+    try:
+        if task.hdu is not None:
+            check_selected(task, src.hdus)
+        elif not any(h.is_image for h in src.hdus):
+            raise MaximaskError(task.label, "no 2-D image or 3-D cube HDU in the file")
+    except BaseException:
+        src.close()
+        raise
+    return src
+
+
 # --- output -------------------------------------------------------------------------------------------
 
 _BITPIX = {np.dtype(np.uint8): 8, np.dtype(np.int16): 16, np.dtype(np.int32): 32, np.dtype(np.float32): -32,

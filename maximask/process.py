@@ -16,12 +16,9 @@ import numpy as np
 
 from . import __version__
 from .errors import MaximaskError
-from .fitsio_io import HDUInfo, InputFile, OutputFile, wcs_cards
+from .fitsio_io import OutputFile, open_task, wcs_cards
 from .inputs import Task, output_path
 from .postprocess import OutputPlan, header_cards
-
-# shared with maxitrack: file.fits[N] naming an HDU without an image fails in the same words
-from .cli_common import check_selected as _check_selected  # noqa: E402
 
 
 def tiles_per_plane(shape: tuple, network) -> int:
@@ -122,19 +119,9 @@ def mask_file(
         Anything wrong with the input or the output; no output (not even a temporary file) is
         left behind.
     """
-    try:
-        src = InputFile(task.path)
-    except MaximaskError as exc:
-        raise MaximaskError(task.label, exc.reason) from None
-    with src:
+    with open_task(task) as src:
         hdus = src.hdus
-        if task.hdu is not None:
-            _check_selected(task, hdus)
-            order = [task.hdu]
-        else:
-            order = list(range(len(hdus)))
-            if not any(h.is_image for h in hdus):
-                raise MaximaskError(task.label, "no 2-D image or 3-D cube HDU in the file")
+        order = [task.hdu] if task.hdu is not None else list(range(len(hdus)))
         if start is not None:
             start(sum(tiles_per_plane(hdus[i].shape, network) * (hdus[i].shape[0] if len(hdus[i].shape) == 3 else 1)
                       for i in order if hdus[i].is_image))

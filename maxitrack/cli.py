@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maximask.cli_common import OneLineParser, check_selected, positive_int, print_error, run_interruptible
+from maximask.cli_common import OneLineParser, positive_int, print_error, run_interruptible
 from maximask.errors import MaximaskError, UsageError
 
 PROG = "maxitrack"
@@ -132,21 +132,11 @@ def score_task(task, scorer: Scorer, frac: float, seed: int | None, log) -> list
     A file is scored completely or not at all: an HDU that cannot be read or normalised (all NaN,
     constant) fails the whole file, as in maximask.
     """
-    from maximask.fitsio_io import InputFile
+    from maximask.fitsio_io import open_task
 
-    try:
-        src = InputFile(task.path)
-    except MaximaskError as exc:
-        raise MaximaskError(task.label, exc.reason) from None
-    with src:
+    with open_task(task) as src:
         hdus = src.hdus
-        if task.hdu is not None:
-            check_selected(task, hdus)
-            images = [hdus[task.hdu]]
-        else:
-            images = [h for h in hdus if h.is_image]
-            if not images:
-                raise MaximaskError(task.label, "no 2-D image or 3-D cube HDU in the file")
+        images = [hdus[task.hdu]] if task.hdu is not None else [h for h in hdus if h.is_image]
 
         def tiles(info, plane, data):
             # the error names the HDU, unless the file or the task has only one (as maximask)
