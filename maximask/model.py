@@ -12,6 +12,11 @@ Design, chosen for CPU speed (see docs/MODEL.md for the measurements):
   and adds skip connections back to 1/4 resolution.
 * A 1x1 head predicts ``n_classes * 16`` logits per 1/4-resolution cell, rearranged to full
   resolution by depth-to-space. Outputs are *logits* (no sigmoid): post-processing thresholds them.
+* Optionally (``refine > 0``) a cheap full-resolution refinement: one 3x3 convolution of the input
+  (``refine`` channels: local contrasts such as pixel-minus-neighbours, which single-pixel and
+  cosmic-ray classes hinge on) is mixed with the coarse logits by two 1x1 convolutions, whose output
+  is *added* to the coarse logits. The last layer starts at zero, so a refined network starts as its
+  coarse network (weights can be carried over from a network without refinement).
 
 The receptive field is finite and computed exactly by :func:`receptive_field` from the same
 :class:`Architecture` that builds the model; the inference tiler overlaps tiles by that margin so that
@@ -45,6 +50,10 @@ class Architecture:
         Decoder upsampling: ``"nearest"`` (nearest-neighbour upsampling then 1x1 projection),
         ``"transposed"`` (2x2 stride-2 transposed convolution) or ``"d2s"`` (1x1 convolution to
         4x channels then depth-to-space). All three map output i to input i // 2.
+    refine : int
+        Channels of the full-resolution refinement's 3x3 convolution (0: no refinement).
+    refine_hidden : int
+        Channels of the refinement's hidden 1x1 layer.
     """
 
     widths: tuple = (32, 48, 64, 96)
@@ -52,6 +61,8 @@ class Architecture:
     decoder_convs: tuple = (1, 1, 1)
     n_classes: int = 14
     upsampling: str = "nearest"
+    refine: int = 0
+    refine_hidden: int = 16
 
     @property
     def size_multiple(self) -> int:
@@ -117,7 +128,11 @@ def _input_interval(arch: Architecture, out_lo: int, out_hi: int):
                 iv = _conv(iv, 2, 2)  # stride-2 2x2 downsampling into level `lev`
         return _conv(iv, STEM, STEM)
 
-    return decoder_out(0, cell)
+    coarse = decoder_out(0, cell)
+    if arch.refine:
+        # the refinement's 3x3 convolution reads one pixel around each output pixel
+        coarse = _union(coarse, (out_lo - 1, out_hi + 1))
+    return coarse
 
 
 def receptive_field(arch: Architecture) -> tuple[int, int]:
@@ -235,6 +250,13 @@ def build_model(arch: Architecture = Architecture(), batch_norm: bool = True):
             x = conv(x, ch, name=f"dec{level}_{j}")
     x = layers.Conv2D(arch.n_classes * STEM * STEM, 1, name="head")(x)
     out = L["DepthToSpace"](STEM, name="to_full_res")(x)
+    if arch.refine:
+        local = layers.Conv2D(arch.refine, 3, padding="same", activation="relu", name="refine_local")(inp)
+        z = layers.Concatenate(name="refine_concat")([out, local])
+        z = layers.Conv2D(arch.refine_hidden, 1, activation="relu", name="refine_mix")(z)
+        # zero-initialised: the refined network starts as the coarse one
+        delta = layers.Conv2D(arch.n_classes, 1, kernel_initializer="zeros", name="refine_out")(z)
+        out = layers.Add(name="refined_logits")([out, delta])
     return keras.Model(inp, out, name="maximask")
 
 

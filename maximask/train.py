@@ -89,8 +89,12 @@ def _simulate_chunk(args):
     return np.stack([f[0] for f in frames]), np.stack([f[1] for f in frames])
 
 
-def draw_tiles(rng, data, truth, n, tile):
+def draw_tiles(rng, data, truth, n, tile, edge_pad=0):
     """Random training tiles from a stack of frames, with column-preserving flips.
+
+    Tiles may overhang the frame edges by up to ``edge_pad`` pixels: the overhang holds zeros (image
+    and labels), as the inference engine's canvas around a frame does, so that the network learns
+    the frame borders in the conditions it meets them at inference.
 
     Parameters
     ----------
@@ -109,15 +113,20 @@ def draw_tiles(rng, data, truth, n, tile):
     y : ndarray, float32, shape (n, tile, tile, 14)
     """
     f, h, w = data.shape
-    x = np.empty((n, tile, tile, 1), np.float32)
-    y = np.empty((n, tile, tile, truth.shape[1]), np.float32)
+    p = int(edge_pad)
+    x = np.zeros((n, tile, tile, 1), np.float32)
+    y = np.zeros((n, tile, tile, truth.shape[1]), np.float32)
     for k in range(n):
         i = rng.integers(f)
-        y0 = rng.integers(h - tile + 1)
-        x0 = rng.integers(w - tile + 1)
-        sl = (slice(y0, y0 + tile), slice(x0, x0 + tile))
-        xi = data[i][sl]
-        yi = np.moveaxis(truth[i][(slice(None),) + sl], 0, -1)
+        y0 = rng.integers(-p, h - tile + p + 1) if p else rng.integers(h - tile + 1)
+        x0 = rng.integers(-p, w - tile + p + 1) if p else rng.integers(w - tile + 1)
+        # the part of the tile inside the frame; the rest stays zero
+        ya, yb = max(y0, 0), min(y0 + tile, h)
+        xa, xb = max(x0, 0), min(x0 + tile, w)
+        xi = np.zeros((tile, tile), np.float32)
+        yi = np.zeros((tile, tile, truth.shape[1]), np.float32)
+        xi[ya - y0:yb - y0, xa - x0:xb - x0] = data[i][ya:yb, xa:xb]
+        yi[ya - y0:yb - y0, xa - x0:xb - x0] = np.moveaxis(truth[i][:, ya:yb, xa:xb], 0, -1)
         if rng.random() < 0.5:  # left-right flip: columns stay columns
             xi, yi = xi[:, ::-1], yi[:, ::-1]
         if rng.random() < 0.5:  # up-down flip
@@ -185,12 +194,23 @@ def _loss_class():
     return WeightedBCE
 
 
+def has_refinement(model) -> bool:
+    """Whether a maximask Keras model ends with the full-resolution refinement."""
+    return any(layer.name == "refine_out" for layer in model.layers)
+
+
 def training_view(model):
-    """The model up to its head (before depth-to-space): the loss is computed there, on labels
-    folded by :func:`labels_to_cells`, which avoids the full-resolution rearrangement (30% of a
-    training step) without changing the loss."""
+    """The model the loss is computed on.
+
+    Without refinement, the model up to its head (before depth-to-space): the loss is computed there,
+    on labels folded by :func:`labels_to_cells`, which avoids the full-resolution rearrangement (30%
+    of a training step) without changing the loss. With refinement, the full model (its output
+    depends on full-resolution features).
+    """
     import keras
 
+    if has_refinement(model):
+        return model
     return keras.Model(model.inputs, model.get_layer("head").output, name="maximask_cells")
 
 
@@ -200,8 +220,33 @@ def full_view(train_model):
 
     from .model import STEM, _custom_layers
 
+    if has_refinement(train_model):
+        return train_model
     out = _custom_layers()["DepthToSpace"](STEM, name="to_full_res")(train_model.outputs[0])
     return keras.Model(train_model.inputs, out, name="maximask")
+
+
+def transfer_weights(source, target):
+    """Copy the weights of every layer of ``source`` into the layer of the same name and shapes in
+    ``target`` (growing a network: e.g. adding the refinement to a trained coarse network).
+
+    Returns
+    -------
+    list of str
+        Names of the target layers that kept their initial weights.
+    """
+    src = {layer.name: layer for layer in source.layers}
+    fresh = []
+    for layer in target.layers:
+        w = layer.get_weights()
+        if not w:
+            continue
+        s = src.get(layer.name)
+        if s is not None and [a.shape for a in s.get_weights()] == [a.shape for a in w]:
+            layer.set_weights(s.get_weights())
+        else:
+            fresh.append(layer.name)
+    return fresh
 
 
 def predict_frame_logits(model, data):
@@ -241,18 +286,28 @@ def validate(model, frames, names=ABBRS):
     return all_metrics(hist, names), hist
 
 
+def shift_logits(model, shift):
+    """Add ``shift`` (one value per class) to the model's output logits, in place, through the bias
+    of its last layer (the refinement's output layer, or the head's 16 cells per class)."""
+    from .model import STEM
+
+    shift = np.asarray(shift, np.float32)
+    if has_refinement(model):
+        layer = model.get_layer("refine_out")
+    else:
+        layer = model.get_layer("head")
+        shift = np.tile(shift, STEM * STEM)  # depth-to-space order
+    kernel, bias = layer.get_weights()
+    layer.set_weights([kernel, bias + shift])
+
+
 def calibrated_copy(model, pos_weight):
     """A copy of ``model`` whose logits no longer carry the loss weights' ``log(w_c)`` shift."""
     import keras
 
-    from .model import STEM
-
     clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())
-    head = clone.get_layer("head")
-    kernel, bias = head.get_weights()
-    shift = np.tile(np.log(np.asarray(pos_weight, np.float32)), STEM * STEM)  # depth-to-space order
-    head.set_weights([kernel, bias - shift])
+    shift_logits(clone, -np.log(np.asarray(pos_weight, np.float32)))
     return clone
 
 
@@ -325,6 +380,9 @@ def _parser():
     p.add_argument("--steps", type=int, default=6000, help="total optimisation steps")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--tile", type=int, default=256, help="training tile side (pixels)")
+    p.add_argument("--edge-pad", type=int, default=64,
+                   help="training tiles may overhang the frame edge by up to this many pixels, filled "
+                        "with zeros as the inference engine's canvas is (default %(default)s)")
     p.add_argument("--frame-size", type=int, default=1024, help="simulated frame side (pixels)")
     p.add_argument("--frames-per-chunk", type=int, default=6)
     p.add_argument("--steps-per-chunk", type=int, default=12)
@@ -388,7 +446,19 @@ def main(argv=None):
         if args.init_from:
             init_meta = json.loads((Path(args.init_from) / METADATA_FILE).read_text())
             model = keras.models.load_model(Path(args.init_from) / KERAS_FILE, custom_objects=objects)
+            # the shipped logits are calibrated (loss-weight shift removed); training with a weighted
+            # loss again starts from the uncalibrated logits
+            init_w = (init_meta.get("extra") or {}).get("loss_pos_weight")
+            if init_w:
+                shift_logits(model, np.log([init_w[c] for c in ABBRS]))
             arch = Architecture.from_dict(init_meta["extra"]["architecture"])
+            if args.arch:
+                # grow the network: new architecture, weights carried over layer by layer
+                arch = Architecture.from_dict(dict(arch.to_dict(), **json.loads(args.arch)))
+                grown = build_model(arch)
+                fresh = transfer_weights(model, grown)
+                model = grown
+                _log(run_dir, {"event": "init", "from": str(args.init_from), "fresh_layers": fresh})
         else:
             arch = Architecture.from_dict(json.loads(args.arch)) if args.arch else Architecture()
             model = build_model(arch)
@@ -407,8 +477,11 @@ def main(argv=None):
         state["pos_weight"] = positive_weights(freq).tolist()
         schedule = keras.optimizers.schedules.CosineDecay(
             0.0, args.steps, alpha=0.02, warmup_target=args.lr, warmup_steps=min(200, args.steps // 10))
-        cell_weights = np.tile(state["pos_weight"], STEM * STEM).tolist()  # labels_to_cells order
-        tmodel.compile(optimizer=keras.optimizers.Adam(schedule), loss=WeightedBCE(cell_weights))
+        if has_refinement(model):
+            loss_weights = list(state["pos_weight"])
+        else:
+            loss_weights = np.tile(state["pos_weight"], STEM * STEM).tolist()  # labels_to_cells order
+        tmodel.compile(optimizer=keras.optimizers.Adam(schedule), loss=WeightedBCE(loss_weights))
         _log(run_dir, {"event": "start", "arch": arch.to_dict(), "params": model.count_params(),
                        "pos_weight": dict(zip(ABBRS, np.round(state["pos_weight"], 2).tolist()))})
     args_steps = int(state["args"]["steps"]) if not finetune else args.steps
@@ -472,10 +545,11 @@ def main(argv=None):
                 tile = min(a.tile, *fdata[i].shape) // arch.size_multiple * arch.size_multiple
                 x, y = draw_tiles(rng, fr[0], fr[1], a.batch_size, tile)
             else:
-                x, y = draw_tiles(rng, data, truth, a.batch_size, a.tile)
+                x, y = draw_tiles(rng, data, truth, a.batch_size, a.tile, getattr(a, "edge_pad", 0))
             if chunk * a.steps_per_chunk + k < step:
                 continue  # resumed inside a chunk: skip the batches already used
-            losses.append(float(tmodel.train_on_batch(x, labels_to_cells(y))))
+            target = y if has_refinement(tmodel) else labels_to_cells(y)
+            losses.append(float(tmodel.train_on_batch(x, target)))
             state["pixel_counts"] = (np.asarray(state["pixel_counts"]) + y.sum(axis=(0, 1, 2))).tolist()
             state["n_pixels"] += float(y.shape[0] * y.shape[1] * y.shape[2])
             step += 1

@@ -13,28 +13,33 @@ from maximask.model import Architecture, receptive_field, required_margin
 from maximask.resources import default_net_dir
 
 SMALL = Architecture(widths=(4, 6, 8), encoder_convs=(1, 1, 1), decoder_convs=(1, 1), n_classes=3)
+# the same with the full-resolution refinement
+SMALL_REFINED = Architecture(widths=(4, 6, 8), encoder_convs=(1, 1, 1), decoder_convs=(1, 1), n_classes=3,
+                             refine=2, refine_hidden=4)
 
 
-@pytest.fixture(scope="module")
-def small_model():
+@pytest.fixture(scope="module", params=[SMALL, SMALL_REFINED], ids=["coarse", "refined"])
+def small(request):
+    """(architecture, Keras model with random weights)."""
     pytest.importorskip("tensorflow")
     import keras
 
     from maximask.model import build_model
 
     keras.utils.set_random_seed(1)
-    model = build_model(SMALL, batch_norm=False)
+    model = build_model(request.param, batch_norm=False)
     # random biases too, so that zero padding differs from a zero-valued input region
     model.set_weights([np.random.default_rng(i).normal(0, 0.5, w.shape).astype(np.float32)
                        for i, w in enumerate(model.get_weights())])
-    return model
+    return request.param, model
 
 
 def _run(model, image):
     return np.asarray(model(image[None, :, :, None], training=False))[0]
 
 
-def test_output_shape_and_logits(small_model):
+def test_output_shape_and_logits(small):
+    _, small_model = small
     image = np.random.default_rng(0).normal(size=(64, 96)).astype(np.float32) * 5
     out = _run(small_model, image)
     assert out.shape == (64, 96, 3)
@@ -43,11 +48,12 @@ def test_output_shape_and_logits(small_model):
     assert out.min() < 0 or out.max() > 1
 
 
-def test_margin_is_the_receptive_field(small_model):
+def test_margin_is_the_receptive_field(small):
     """A pixel's output changes only within the claimed receptive field of a changed input pixel,
     and the bound is reached (the claim is exact, not a loose over-estimate)."""
-    left, right = receptive_field(SMALL)
-    m = SMALL.size_multiple
+    arch, small_model = small
+    left, right = receptive_field(arch)
+    m = arch.size_multiple
     image = np.random.default_rng(1).normal(size=(32, 256)).astype(np.float32)
     cols = np.arange(96, 96 + m)  # every phase of the downsampling grid
     batch = np.repeat(image[None], len(cols) + 1, axis=0)
@@ -61,12 +67,13 @@ def test_margin_is_the_receptive_field(small_model):
         assert changed.max() <= col + left
         reach.append(max(col - changed.min(), changed.max() - col))
     assert max(reach) == max(left, right)
-    assert required_margin(SMALL) % m == 0 and required_margin(SMALL) >= max(left, right)
+    assert required_margin(arch) % m == 0 and required_margin(arch) >= max(left, right)
 
 
-def test_tiled_output_equals_whole_image(small_model):
+def test_tiled_output_equals_whole_image(small):
     """With the margin and aligned offsets, a tile's core equals the whole-image output there."""
-    margin, m = required_margin(SMALL), SMALL.size_multiple
+    arch, small_model = small
+    margin, m = required_margin(arch), arch.size_multiple
     image = np.random.default_rng(2).normal(size=(3 * margin + 4 * m, 3 * margin + 4 * m)).astype(np.float32)
     whole = _run(small_model, image)
     y0 = x0 = m  # aligned tile offset inside the frame
