@@ -45,7 +45,7 @@ DEFAULTS = {
     "star_density": (100.0, 30000.0),  # stars per Mpx above the detection floor
     "galaxy_density": (50.0, 3000.0),  # galaxies per Mpx
     "bright_star_density": (1.0, 12.0),  # bright (not necessarily saturated) stars per Mpx
-    "cr_rate": (2e-8, 1e-6),  # cosmic rays per pixel per second
+    "cr_rate": (2e-8, 4e-6),  # cosmic rays per pixel per second (ground to space, thick CCDs)
     "binning": None,  # on-chip binning 1, 2 or 3; None: random (75 % 1x1, 20 % 2x2, 5 % 3x3)
     "resample_prob": 0.15,  # share of frames resampled (registered/rectified): correlated noise
     # output

@@ -36,7 +36,8 @@ def cosmic_rays(shape, rng, cond, n):
     canvas = Canvas(shape)
     info = []
     if det == "thick":
-        depth, sig_max, p_worm = rng.uniform(8, 20), rng.uniform(0.5, 1.2), 0.25
+        # deep-depletion and fully depleted CCDs: 100-500 um of silicon under 10-15 um pixels
+        depth, sig_max, p_worm = rng.uniform(8, 30), rng.uniform(0.3, 1.0), 0.25
     elif det == "thin":
         depth, sig_max, p_worm = rng.uniform(0.7, 2.0), rng.uniform(0.2, 0.45), 0.1
     else:
@@ -52,8 +53,10 @@ def cosmic_rays(shape, rng, cond, n):
         x0 = rng.uniform(-0.5, w - 0.5)
         kind = "worm" if rng.uniform() < p_worm else "track"
         if kind == "track":
-            # zenith angle with the cos^2 law of the muon flux through a flat detector
-            cos_t = rng.uniform() ** (1.0 / 3.0)
+            # zenith angle: the cos^2 law of the muon flux through a flat detector, or (half of the
+            # events) an isotropic flux, for the secondaries and the radioactivity of the dewar and
+            # its window, which arrive from every direction and make long, grazing tracks
+            cos_t = rng.uniform() ** (1.0 / 3.0) if rng.uniform() < 0.5 else rng.uniform()
             tan_t = np.sqrt(max(1.0 - cos_t * cos_t, 0.0)) / max(cos_t, 1e-3)
             length = min(depth * tan_t, 1.5 * max(h, w))
             step = 0.25
