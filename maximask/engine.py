@@ -78,7 +78,8 @@ def infer(
         ``network.metadata.normalisation``. Cubes: call once per plane.
     network : maximask.network.Network
         Anything with ``metadata`` (tile_size, margin, size_multiple, normalisation) and
-        ``predict_logits(float32 (B, T, T, 1)) -> float32 (B, T, T, C)``.
+        ``predict_logits(float32 (B, T, T, 1), copy) -> float32 (B, T, T, C)``; called with
+        ``copy=False``, it may return a view of a buffer that the next call reuses.
     batch_size : int
         Tiles per network call.
     tile_transform : callable, optional
@@ -123,12 +124,14 @@ def infer(
     batch_size = max(1, min(int(batch_size), _CALL_MEMORY // per_tile))
     for tiles in plan.batches(batch_size):
         buf = plan.gather(frame, tiles, buf)
-        logits = network.predict_logits(buf[: len(tiles)])
+        logits = network.predict_logits(buf[: len(tiles)], copy=False)
         for tile, lg in zip(tiles, logits):
             res = transform(lg[tile.inner])
             if out is None:
                 out = np.empty(res.shape[:-2] + frame.shape, res.dtype)
             _write(out, tile.core, res)
+        # the logits may be a view of the runtime's buffer, which must be released before its next run
+        del logits, lg, res
         if progress is not None:
             progress(len(tiles))
     return out

@@ -148,7 +148,7 @@ class Network:
     def n_outputs(self) -> int:
         return len(self.metadata.classes)
 
-    def predict_logits(self, batch: np.ndarray) -> np.ndarray:
+    def predict_logits(self, batch: np.ndarray, copy: bool = True) -> np.ndarray:
         """Run the network.
 
         Parameters
@@ -156,6 +156,10 @@ class Network:
         batch : ndarray, float32, shape (B, T, T, 1)
             Normalised tiles, T = ``metadata.tile_size`` (the inference model has a fixed spatial
             size; any batch size B works).
+        copy : bool
+            If False, return a read-only view of the runtime's output buffer instead of a copy
+            (saves ~1 ms per MB of logits). The caller must drop every reference to it before the
+            next call: the runtime refuses to run while its buffers are referenced.
 
         Returns
         -------
@@ -170,7 +174,11 @@ class Network:
             self._shape = batch.shape
         self._interpreter.set_tensor(self._input, batch)
         self._interpreter.invoke()
-        return self._interpreter.get_tensor(self._output)
+        if copy:
+            return self._interpreter.get_tensor(self._output)
+        view = self._interpreter.tensor(self._output)()
+        view.flags.writeable = False
+        return view
 
 
 def save_network(model, net_dir, metadata: NetworkMetadata) -> str:
