@@ -96,7 +96,7 @@ def score_cached(files, scorer) -> list:
     for path in files:
         d = np.load(path)
         tiles = d["tiles"].astype(np.float32)[..., None]
-        z = np.concatenate([scorer.net.predict_logits(tiles[j : j + 64]) for j in range(0, len(tiles), 64)])[:, 0]
+        z = np.concatenate([scorer.logits(tiles[j : j + 64]) for j in range(0, len(tiles), 64)])[:, 0]
         k = 0
         for rec in json.loads(str(d["records"])):
             rec["tile_logits"] = z[k : k + rec["n_tiles"]].tolist()

@@ -109,6 +109,7 @@ class Scorer:
         self.selection = dict(meta.extra.get("tiles") or {})
         self.calibration = meta.extra.get("calibration")
         self.normalisation = dict(meta.normalisation)
+        self.input = str(meta.extra.get("input", "tile"))  # what the network is fed from the tiles
         self.prior = prior
         self.batch_size = batch_size
 
@@ -117,11 +118,18 @@ class Scorer:
 
         return prepare_tiles(image, self.tile, self.selection, self.normalisation)
 
+    def logits(self, tiles: np.ndarray) -> np.ndarray:
+        """Network logits (N, 1) of prepared tiles (N, T, T, 1) (the network input made from them
+        as the metadata says: :func:`maxitrack.tiles.network_input`)."""
+        from maxitrack.tiles import network_input
+
+        return self.net.predict_logits(network_input(tiles, self.input))
+
     def score(self, tiles: np.ndarray) -> float:
         """Probability of a tracking error for the field whose tiles are ``tiles`` (N, T, T, 1)."""
         from maxitrack.scoring import field_probability
 
-        logits = [self.net.predict_logits(tiles[i : i + self.batch_size]) for i in range(0, len(tiles), self.batch_size)]
+        logits = [self.logits(tiles[i : i + self.batch_size]) for i in range(0, len(tiles), self.batch_size)]
         z = np.concatenate(logits)[:, 0]
         return field_probability(z, self.training_prior, self.prior, self.calibration)
 

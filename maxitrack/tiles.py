@@ -258,18 +258,27 @@ def prepare_tiles(
     return out
 
 
-def fingerprint(tile: int, selection: dict | None = None, normalisation: dict | None = None) -> dict:
+def fingerprint(tile: int, selection: dict | None = None, normalisation: dict | None = None,
+                net_input: str = "tile") -> dict:
     """What :func:`prepare_tiles` makes of a fixed synthetic frame, to detect a silent change.
 
     Training stores it in the network metadata (``extra["tile_fingerprint"]``); a test recomputes
     it, so that a change of the selection or of the shared normalisation, which would feed a
     trained network inputs unlike those it was trained on, cannot go unnoticed.
 
+    Parameters
+    ----------
+    tile, selection, normalisation
+        As for :func:`prepare_tiles`.
+    net_input : str
+        The network input (:data:`NETWORK_INPUTS`); for an input other than the tile, the values of
+        its extra channels at the same pixels are added (``input_probe``).
+
     Returns
     -------
     dict
         ``origins`` (list of [y0, x0]), ``mean`` and ``std`` of the prepared tiles, and the tile
-        values at a few fixed pixels.
+        values at a few fixed pixels (``probe``).
     """
     rng = np.random.default_rng(20261123)
     h, w = 3 * tile + 17, 2 * tile + 5
@@ -285,9 +294,95 @@ def fingerprint(tile: int, selection: dict | None = None, normalisation: dict | 
     origins = select_tiles(image, tile, sel, sky_noise=_frame_sky(image))
     t = prepare_tiles(image, tile, sel, normalisation)
     probe = [(i % len(t), (37 * i) % tile, (53 * i) % tile) for i in range(8)]
-    return {
+    out = {
         "origins": [list(o) for o in origins],
         "mean": float(t.mean()),
         "std": float(t.std()),
         "probe": [float(t[i, y, x, 0]) for i, y, x in probe],
     }
+    if net_input != "tile":
+        x = network_input(t, net_input)
+        h = tile // 2
+        probe = [(i % len(t), h + (5 * i) % 9 - 4, h + (7 * i) % 17 - 8) for i in range(8)]
+        out["input_probe"] = [float(x[i, y, xx, c]) for i, y, xx in probe for c in range(1, x.shape[-1])]
+    return out
+
+
+#: What the network is fed, stored in the network metadata (``extra["input"]``; absent: ``"tile"``).
+#: ``"tile"``: the normalised tile, shape (T, T, 1). ``"tile+autocorr"``: the tile and its
+#: normalised autocorrelation (:func:`autocorrelation`), shape (T, T, 2).
+NETWORK_INPUTS = ("tile", "tile+autocorr")
+
+
+def autocorrelation(tiles: np.ndarray) -> np.ndarray:
+    """Normalised spatial autocorrelation of each tile, lags ``-T/2 .. T/2 - 1`` on both axes.
+
+    A tracking error gives every star of the tile the same shape, so it shows, summed over all the
+    stars, in the autocorrelation: a drift or an arc elongates its central peak, a jump (double or
+    triple images ``s`` px apart) adds peaks at ``+-s``, a shake broadens it unevenly. In the tile
+    itself a double image ~40 px apart is two stars among many; in the autocorrelation it is a peak.
+
+    Computation: the tile minus its local mean (a 15x15 box, :data:`HIGHPASS_BOX`: nebulosity, halos
+    and gradients, which would otherwise dominate, are removed; stars are kept), zero-padded to 3T/2 (so that the lags kept do not wrap),
+    ``|FFT|^2`` back-transformed; each lag divided by its number of overlapping pixels; the zero lag
+    (where the white pixel noise adds a spike) replaced by the mean of its 4 neighbours; divided by
+    that value (the height of the stars' peak; at least 0.1 of the zero-lag value, so that a tile of
+    pure noise stays near 0) and clipped to [-1, 1]. Zero lag at pixel ``(T/2, T/2)``.
+
+    Parameters
+    ----------
+    tiles : ndarray, shape (N, T, T, 1), T even
+        Normalised tiles (:func:`prepare_tiles`).
+
+    Returns
+    -------
+    ndarray, float32, shape (N, T, T, 1)
+    """
+    t = np.asarray(tiles, np.float32)[..., 0]
+    n, size = t.shape[0], t.shape[1]
+    if n == 0:
+        return np.zeros_like(np.asarray(tiles, np.float32))
+    h = size // 2
+    pad = size + h
+    t = t - _box_mean(t, HIGHPASS_BOX)
+    f = np.fft.rfft2(t, s=(pad, pad))
+    a = np.fft.irfft2(f.real**2 + f.imag**2, s=(pad, pad))
+    a = np.roll(a, (h, h), axis=(1, 2))[:, :size, :size]
+    lag = np.abs(np.arange(size) - h)
+    a /= ((size - lag)[:, None] * (size - lag)[None, :])[None]
+    zero = a[:, h, h].copy()
+    nb = 0.25 * (a[:, h - 1, h] + a[:, h + 1, h] + a[:, h, h - 1] + a[:, h, h + 1])
+    a[:, h, h] = nb
+    scale = np.maximum(np.maximum(nb, 0.1 * zero), 1e-12)
+    a /= scale[:, None, None]
+    return np.clip(a, -1.0, 1.0).astype(np.float32)[..., None]
+
+
+#: Side (px) of the box mean subtracted from a tile before its autocorrelation.
+HIGHPASS_BOX = 15
+
+
+def _box_mean(t: np.ndarray, box: int) -> np.ndarray:
+    """Mean over a ``box`` x ``box`` window (over the pixels inside the tile near its edges) of each
+    tile of a (N, T, T) stack, by cumulative sums."""
+    n, hgt, wid = t.shape
+    r = box // 2
+    c = np.zeros((n, hgt + 1, wid + 1), np.float64)
+    c[:, 1:, 1:] = t.cumsum(1).cumsum(2)
+    y0 = np.clip(np.arange(hgt) - r, 0, hgt)
+    y1 = np.clip(np.arange(hgt) + r + 1, 0, hgt)
+    x0 = np.clip(np.arange(wid) - r, 0, wid)
+    x1 = np.clip(np.arange(wid) + r + 1, 0, wid)
+    s = c[:, y1][:, :, x1] - c[:, y0][:, :, x1] - c[:, y1][:, :, x0] + c[:, y0][:, :, x0]
+    cnt = (y1 - y0)[:, None] * (x1 - x0)[None, :]
+    return (s / cnt).astype(np.float32)
+
+
+def network_input(tiles: np.ndarray, kind: str = "tile") -> np.ndarray:
+    """What the network sees for prepared tiles ``(N, T, T, 1)`` (``kind`` in :data:`NETWORK_INPUTS`)."""
+    tiles = np.asarray(tiles, np.float32)
+    if kind == "tile":
+        return tiles
+    if kind == "tile+autocorr":
+        return np.concatenate([tiles, autocorrelation(tiles)], axis=-1)
+    raise ValueError(f"unknown network input {kind!r}")

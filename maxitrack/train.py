@@ -14,11 +14,16 @@ Phases, each resumable (rerun the same command after an interruption):
    seed and each frame can be regenerated alone. The tiles that the command would look at are
    selected and normalised by :func:`maxitrack.tiles.prepare_tiles` (the same code as inference)
    and cached in chunks under ``WORK/data``.
-2. **Training.** Every tile carries the label of its frame (a tracking error moves every star);
-   binary cross-entropy on the logit, Adam with a cosine-decayed learning rate, random flips and
-   quarter turns (a tracking error has no preferred orientation on the detector). A checkpoint is
-   written after each epoch (``WORK/checkpoint.keras`` + ``WORK/state.json``); the epoch with the
-   lowest validation loss is kept (``WORK/best.keras``).
+2. **Training.** The network sees each tile and its autocorrelation (``--input tile+autocorr``,
+   :func:`maxitrack.tiles.network_input`: every star's shape summed at the zero lag, double images
+   as side peaks). The loss (``--loss frame``) is the binary cross-entropy of the **mean tile logit
+   of each frame**, the quantity the command scores (``--loss tile``: every tile with its frame's
+   label, which also pushes up tiles that show nothing, e.g. near the centre of a field rotation).
+   Adam with a cosine-decayed learning rate, random flips and quarter turns of every tile (a
+   tracking error has no preferred orientation on the detector). A checkpoint is written after each
+   epoch (``WORK/checkpoint.keras`` + ``WORK/state.json``, which records the settings: a work
+   directory is resumed only with the same ones); the epoch with the lowest validation loss is kept
+   (``WORK/best.keras``).
 3. **Calibration.** On the validation frames the mean tile logit of each frame
    (:func:`maxitrack.scoring.field_logit`) is mapped to a calibrated logit by one-variable logistic
    regression (Platt scaling).
@@ -39,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maxitrack.tiles import DEFAULT_SELECTION, fingerprint, prepare_tiles, tile_normalisation
+from maxitrack.tiles import DEFAULT_SELECTION, NETWORK_INPUTS, fingerprint, network_input, prepare_tiles, tile_normalisation
 
 SPLITS = {"train": 1, "val": 2, "bench": 3}
 CHUNK = 50  # frames per cached chunk
@@ -214,8 +219,13 @@ def parse_args(argv=None):
     ap.add_argument("--frame-size", type=int, nargs=2, default=(512, 512), metavar=("H", "W"))
     ap.add_argument("--tile", type=int, default=128, help="tile side (network input)")
     ap.add_argument("--tiles-per-frame", type=int, default=4, help="tiles selected per training frame")
-    ap.add_argument("--epochs", type=int, default=12)
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--epochs", type=int, default=18)
+    ap.add_argument("--input", default="tile+autocorr", choices=NETWORK_INPUTS,
+                    help="network input: the tile, or the tile and its autocorrelation (default)")
+    ap.add_argument("--loss", default="frame", choices=("frame", "tile"),
+                    help="frame: cross-entropy of the mean tile logit of each frame (what the command "
+                         "scores; default); tile: every tile with its frame's label")
+    ap.add_argument("--batch", type=int, default=32, help="tiles per step (a multiple of --tiles-per-frame)")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=1, help="seed of the simulated data and of the training")
     ap.add_argument("--threads", type=int, default=0, help="TensorFlow CPU threads (0: all)")
@@ -253,7 +263,7 @@ def main(argv=None) -> int:
     import tensorflow as tf
 
     from maximask.network import NetworkMetadata, save_network
-    from maxitrack.model import DEFAULT_WIDTHS, build_model
+    from maxitrack.model import DEFAULT_WIDTHS, build_model, custom_objects
     from maxitrack.scoring import field_logit
 
     if args.threads:
@@ -261,61 +271,103 @@ def main(argv=None) -> int:
         tf.config.threading.set_inter_op_parallelism_threads(1)
     keras.utils.set_random_seed(args.seed)
 
-    n = len(train["label"])
-    steps_per_epoch = n // args.batch
+    k = args.tiles_per_frame
+    per_frame = args.loss == "frame"
+    # each frame's tiles are consecutive (every 512x512 frame has more cells than tiles kept)
+    n_frames_train = len(train["label"]) // k
+    assert np.array_equal(train["frame"], np.repeat(np.arange(n_frames_train), k)), "tiles not grouped by frame"
+    units = n_frames_train if per_frame else len(train["label"])  # what an epoch shuffles
+    per_step = args.batch // k if per_frame else args.batch
+    steps_per_epoch = units // per_step
     total = steps_per_epoch * args.epochs
     state_path = work / "state.json"
     ckpt = work / "checkpoint.keras"
     best = work / "best.keras"
+    config = {"input": args.input, "loss": args.loss, "epochs": args.epochs, "batch": args.batch, "lr": args.lr,
+              "seed": args.seed, "frames": args.frames, "tiles_per_frame": k}
     state = json.loads(state_path.read_text()) if state_path.exists() and ckpt.exists() else {"epoch": 0, "history": []}
+    if state["epoch"] > 0 and state.get("config") != config:
+        log(f"error: {work} holds a training run with other settings ({state.get('config')}); use another --work")
+        return 2
+    state["config"] = config
     schedule = keras.optimizers.schedules.CosineDecay(args.lr, total, alpha=0.02)
+    n_in = 1 if args.input == "tile" else 2
+
+    def tile_model_of(m):
+        """The per-tile network inside the training model (itself for the tile loss)."""
+        for layer in m.layers:
+            if isinstance(layer, keras.layers.TimeDistributed):
+                return layer.layer
+        return m
+
     if state["epoch"] > 0:
-        model = keras.models.load_model(ckpt)
+        model = keras.models.load_model(ckpt, custom_objects=custom_objects())
         log(f"resumed after epoch {state['epoch']}")
     else:
-        model = build_model(tile, DEFAULT_WIDTHS)
+        net = build_model(tile, DEFAULT_WIDTHS, inputs=args.input)
+        if per_frame:
+            # frame model: the k tiles of a frame -> the mean of their logits (the command's aggregation)
+            fin = keras.Input((k, tile, tile, n_in), name="frame_tiles")
+            z = keras.layers.TimeDistributed(net)(fin)
+            model = keras.Model(fin, keras.layers.GlobalAveragePooling1D()(z), name="maxitrack_frames")
+        else:
+            model = net
         model.compile(
             optimizer=keras.optimizers.Adam(schedule),
             loss=keras.losses.BinaryCrossentropy(from_logits=True),
         )
-    x_val = val["tiles"].astype(np.float32)[..., None]
+    log(f"network: {tile_model_of(model).count_params()} parameters, input {args.input}, {args.loss} loss, "
+        f"{steps_per_epoch} steps per epoch")
+    x_val = network_input(val["tiles"].astype(np.float32)[..., None], args.input)
+    yv_frames = np.array([r["label"] for r in val["records"]])
     for epoch in range(state["epoch"], args.epochs):
         rng = np.random.default_rng((args.seed, 100, epoch))
-        order = rng.permutation(n)
+        order = rng.permutation(units)
         t0 = time.time()
         losses = []
         for s in range(steps_per_epoch):
-            idx = np.sort(order[s * args.batch : (s + 1) * args.batch])
-            xb = augment(train["tiles"][idx].astype(np.float32), rng)[..., None]
-            yb = train["label"][idx].astype(np.float32)[:, None]
+            idx = np.sort(order[s * per_step : (s + 1) * per_step])
+            if per_frame:
+                tidx = (idx[:, None] * k + np.arange(k)[None, :]).ravel()
+            else:
+                tidx = idx
+            xb = network_input(augment(train["tiles"][tidx].astype(np.float32), rng)[..., None], args.input)
+            if per_frame:
+                xb = xb.reshape((len(idx), k) + xb.shape[1:])
+                yb = np.array([train["records"][i]["label"] for i in idx], np.float32)[:, None]
+            else:
+                yb = train["label"][tidx].astype(np.float32)[:, None]
             losses.append(float(model.train_on_batch(xb, yb)))
-        zv = model.predict(x_val, batch_size=128, verbose=0).ravel()
+        zv = tile_model_of(model).predict(x_val, batch_size=128, verbose=0).ravel()
         frames, mean_z = frame_mean_logits(zv, val["frame"])
-        yv = np.array([r["label"] for r in val["records"]])[frames]
+        yv = yv_frames[frames]
         rec = {
             "epoch": epoch + 1,
             "train_loss": float(np.mean(losses)),
             "val_tile_loss": _bce(zv, val["label"]),
+            "val_frame_loss": _bce(mean_z, yv),
             "val_frame_auc": roc_auc(mean_z, yv),
             "seconds": round(time.time() - t0, 1),
         }
-        is_best = not state["history"] or rec["val_tile_loss"] < min(h["val_tile_loss"] for h in state["history"])
+        crit = "val_frame_loss" if per_frame else "val_tile_loss"
+        is_best = not state["history"] or rec[crit] < min(h.get(crit, np.inf) for h in state["history"])
         state["history"].append(rec)
         state["epoch"] = epoch + 1
         model.save(ckpt)
         if is_best:
-            model.save(best)
+            tile_model_of(model).save(best)
         state_path.write_text(json.dumps(state, indent=1))
         log(f"epoch {rec}" + (" (best)" if is_best else ""))
 
-    model = keras.models.load_model(best)
+    model = keras.models.load_model(best, custom_objects=custom_objects())
     zv = model.predict(x_val, batch_size=128, verbose=0).ravel()
     frames, mean_z = frame_mean_logits(zv, val["frame"])
-    yv = np.array([r["label"] for r in val["records"]])[frames]
+    yv = yv_frames[frames]
     calibration = fit_platt(mean_z, yv)
     cal_z = np.array([field_logit([z], calibration) for z in mean_z])
     log(f"calibration {calibration}; validation frame AUC {roc_auc(mean_z, yv):.4f}, log-loss {_bce(cal_z, yv):.4f}")
-    best_epoch = min(state["history"], key=lambda h: h["val_tile_loss"])["epoch"]
+    crit = "val_frame_loss" if per_frame else "val_tile_loss"
+    best_epoch = min(state["history"], key=lambda h: h.get(crit, np.inf))["epoch"]
     meta = NetworkMetadata(
         name="maxitrack",
         classes=["TRACKING_ERROR"],
@@ -329,7 +381,9 @@ def main(argv=None) -> int:
             "tiles": dict(DEFAULT_SELECTION, n_tiles=args.inference_tiles),
             "calibration": calibration,
             "tile_fingerprint": fingerprint(tile, dict(DEFAULT_SELECTION, n_tiles=args.inference_tiles),
-                                            tile_normalisation(tile)),
+                                            tile_normalisation(tile), args.input),
+            "input": args.input,
+            "loss": args.loss,
             "aggregation": "mean of tile logits over the field, then slope * mean + intercept",
             "training_command": cmd,
             "data": {

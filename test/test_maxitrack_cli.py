@@ -247,3 +247,29 @@ def test_compressed_and_gzipped_inputs_score_like_plain(net_dir, tmp_path, monke
     lines = read_out(tmp_path / "maxitrack.out")
     assert [line[0] for line in lines] == [str(plain), str(fz), str(gz)]
     assert len({line[1] for line in lines}) == 1
+
+
+def test_network_with_autocorrelation_input(tmp_path):
+    """A "tile+autocorr" network: exported with its custom input layer, reloaded by Keras, and fed the
+    same input by the command as by training (:func:`maxitrack.tiles.network_input`)."""
+    keras = pytest.importorskip("keras")
+    from maximask.network import NetworkMetadata, save_network
+    from maxitrack.model import build_model, custom_objects
+    from maxitrack.tiles import network_input, prepare_tiles, tile_normalisation
+
+    keras.utils.set_random_seed(0)
+    model = build_model(TILE, (4, 4, 4, 4), inputs="tile+autocorr", ac_widths=(4, 4, 4, 4))
+    assert model.input_shape == (None, TILE, TILE, 2)
+    meta = NetworkMetadata(
+        name="maxitrack", classes=["TRACKING_ERROR"], training_priors=[0.5], margin=0, tile_size=TILE,
+        size_multiple=1, normalisation=tile_normalisation(TILE),
+        extra={"tiles": {"n_tiles": 3}, "input": "tile+autocorr"},
+    )
+    d = tmp_path / "net"
+    save_network(model, d, meta)
+    scorer = cli.Scorer(d, prior=0.5, batch_size=2)
+    tiles = prepare_tiles(frame(7), TILE, {"n_tiles": 3})
+    ref = model.predict(network_input(tiles, "tile+autocorr"), verbose=0)
+    assert np.allclose(scorer.logits(tiles), ref, atol=1e-4)
+    again = keras.models.load_model(d / "model.keras", custom_objects=custom_objects())
+    assert np.allclose(again.predict(network_input(tiles, "tile+autocorr"), verbose=0), ref, atol=1e-5)

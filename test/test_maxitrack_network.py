@@ -39,11 +39,13 @@ def test_tiles_prepared_as_in_training(network):
 
     meta = network.metadata
     ref = meta.extra["tile_fingerprint"]
-    now = fingerprint(meta.tile_size, meta.extra["tiles"], meta.normalisation)
+    now = fingerprint(meta.tile_size, meta.extra["tiles"], meta.normalisation, meta.extra.get("input", "tile"))
     assert now["origins"] == ref["origins"]
     assert now["mean"] == pytest.approx(ref["mean"], abs=1e-4)
     assert now["std"] == pytest.approx(ref["std"], abs=1e-4)
     assert np.allclose(now["probe"], ref["probe"], atol=1e-4)
+    if "input_probe" in ref:  # the network's other input channels (the autocorrelation)
+        assert np.allclose(now["input_probe"], ref["input_probe"], atol=1e-4)
 
 
 def test_scores_a_frame(network):

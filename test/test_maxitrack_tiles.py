@@ -102,3 +102,36 @@ def test_frame_mean_logits_and_auc():
     frames, m = frame_mean_logits(np.array([1.0, 3.0, -1.0, 5.0]), np.array([7, 7, 2, 9]))
     assert frames.tolist() == [2, 7, 9] and m.tolist() == [-1.0, 2.0, 5.0]
     assert roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.75)
+
+
+def test_autocorrelation_shows_double_images_and_elongation():
+    from maxitrack.tiles import autocorrelation, network_input
+
+    rng = np.random.default_rng(5)
+    size, h = 64, 32
+    yy, xx = np.mgrid[:size, :size]
+
+    def field(offsets, sy=1.0, sx=1.0):
+        im = rng.normal(0.0, 1.0, (size, size))
+        for _ in range(15):
+            y, x, f = rng.uniform(0, size), rng.uniform(0, size), rng.uniform(20, 60)
+            for (dy, dx), w in offsets:
+                im += w * f * np.exp(-((yy - y - dy) ** 2 / (2 * sy * sy) + (xx - x - dx) ** 2 / (2 * sx * sx)))
+        return np.arcsinh(im).astype(np.float32)[None, :, :, None]
+
+    single = autocorrelation(field([((0, 0), 1.0)]))[0, :, :, 0]
+    double = autocorrelation(field([((0, 0), 0.6), ((0, 12), 0.4)]))[0, :, :, 0]
+    streak = autocorrelation(field([((0, 0), 1.0)], sy=1.0, sx=4.0))[0, :, :, 0]
+    assert single.dtype == np.float32 and single.shape == (size, size)
+    assert single[h, h] == pytest.approx(1.0, abs=0.05) and np.abs(single).max() <= 1.0
+    assert np.allclose(single[1:, 1:], single[1:, 1:][::-1, ::-1], atol=1e-5)  # A(-lag) = A(lag)
+    # a double image 12 px apart: side peaks at lag (0, +-12); none for single images
+    assert double[h, h + 12] > 0.3 and double[h, h - 12] > 0.3 and single[h, h + 12] < 0.15
+    # a streak along x: the central peak is wider along x than along y
+    assert streak[h, h + 4] > 0.5 > streak[h + 4, h]
+    # a flat tile (NaN region) gives zeros, not NaN
+    assert np.array_equal(autocorrelation(np.zeros((2, 16, 16, 1), np.float32)), np.zeros((2, 16, 16, 1)))
+    x = network_input(field([((0, 0), 1.0)]), "tile+autocorr")
+    assert x.shape == (1, size, size, 2)
+    with pytest.raises(ValueError):
+        network_input(x[..., :1], "nope")
