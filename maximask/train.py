@@ -84,8 +84,9 @@ def simulate_normalised(seq, shape, normalisation=None, sim_config=None):
 
 
 def _simulate_chunk(args):
-    seed, chunk, n_frames, shape = args
-    frames = [simulate_normalised(frame_seed(seed, TRAIN, chunk, i), shape) for i in range(n_frames)]
+    seed, chunk, n_frames, shape, sim_config = args
+    frames = [simulate_normalised(frame_seed(seed, TRAIN, chunk, i), shape, sim_config=sim_config)
+              for i in range(n_frames)]
     return np.stack([f[0] for f in frames]), np.stack([f[1] for f in frames])
 
 
@@ -380,6 +381,9 @@ def _parser():
     p.add_argument("--steps", type=int, default=6000, help="total optimisation steps")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--tile", type=int, default=256, help="training tile side (pixels)")
+    p.add_argument("--sim-config", default=None,
+                   help="simulator options for the training and validation frames, as JSON or a JSON "
+                        "file (see maximask.sim.config); e.g. more cosmic rays than the default mix")
     p.add_argument("--edge-pad", type=int, default=64,
                    help="training tiles may overhang the frame edge by up to this many pixels, filled "
                         "with zeros as the inference engine's canvas is (default %(default)s)")
@@ -472,7 +476,8 @@ def main(argv=None):
             _, truth0 = load_labelled_frames(args.data)
             freq = np.mean([t.reshape(N_CLASSES, -1).mean(1) for t in truth0], axis=0)
         else:
-            freq = np.mean([simulate_normalised(frame_seed(args.seed, PRIOR, i), (512, 512))[1]
+            freq = np.mean([simulate_normalised(frame_seed(args.seed, PRIOR, i), (512, 512),
+                                                sim_config=_sim_config(args.sim_config))[1]
                             .reshape(N_CLASSES, -1).mean(1) for i in range(N_FREQ_FRAMES)], axis=0)
         state["pos_weight"] = positive_weights(freq).tolist()
         schedule = keras.optimizers.schedules.CosineDecay(
@@ -488,6 +493,7 @@ def main(argv=None):
     # the data stream is fixed by the original invocation's options
     a = argparse.Namespace(**dict(state["args"]))
     frame_shape = (a.frame_size, a.frame_size)
+    sim_config = _sim_config(getattr(a, "sim_config", None))
 
     # validation frames (simulated, or a held-back share of the user's frames)
     if finetune:
@@ -499,7 +505,8 @@ def main(argv=None):
         val = [(d[: d.shape[0] // m * m, : d.shape[1] // m * m],
                 t[:, : d.shape[0] // m * m, : d.shape[1] // m * m]) for d, t in val]
     else:
-        val = [simulate_normalised(frame_seed(a.seed, VALID, i), frame_shape) for i in range(a.val_frames)]
+        val = [simulate_normalised(frame_seed(a.seed, VALID, i), frame_shape, sim_config=sim_config)
+               for i in range(a.val_frames)]
 
     pool = None
     if not finetune:
@@ -517,7 +524,7 @@ def main(argv=None):
     def chunk_data(c):
         if finetune:
             return None
-        return pool.apply_async(_simulate_chunk, ((a.seed, c, a.frames_per_chunk, frame_shape),))
+        return pool.apply_async(_simulate_chunk, ((a.seed, c, a.frames_per_chunk, frame_shape, sim_config),))
 
     t_start = time.time()
     wall_before = float(state["wall_s"])
@@ -532,7 +539,6 @@ def main(argv=None):
         t0 = time.time()
         if finetune:
             rng = np.random.default_rng(frame_seed(a.seed, TILES, chunk))
-            cur = None
         else:
             data, truth = pending.get()
             pending = chunk_data(chunk + 1)
@@ -593,6 +599,14 @@ def main(argv=None):
         model_id = export(model, args.out, arch, state["pos_weight"], priors, tile_size, extra)
         _log(run_dir, {"event": "export", "out": str(args.out), "model_id": model_id, "step": step})
     return 0
+
+
+def _sim_config(text):
+    """Simulator options from ``--sim-config``: inline JSON, or the path of a JSON file."""
+    if not text:
+        return None
+    text = text.strip()
+    return json.loads(text if text.startswith("{") else Path(text).read_text())
 
 
 def _r(v):

@@ -101,3 +101,24 @@ def test_calibrated_copy_removes_loss_weight_shift(arch):
     image = np.random.default_rng(6).normal(size=(32, 64)).astype(np.float32)
     diff = _run(model, image) - _run(calibrated_copy(model, w), image)
     np.testing.assert_allclose(diff, np.broadcast_to(np.log(w), diff.shape), rtol=1e-4, atol=1e-4)
+
+
+def test_sim_config_inline_or_file(tmp_path):
+    from maximask.train import _sim_config
+
+    assert _sim_config(None) is None
+    assert _sim_config('{"cr_rate": [1e-7, 1e-6]}') == {"cr_rate": [1e-7, 1e-6]}
+    path = tmp_path / "sim.json"
+    path.write_text('{"class_prob": {"CR": 0.9}}')
+    assert _sim_config(str(path)) == {"class_prob": {"CR": 0.9}}
+
+
+def test_bundled_training_sim_config_is_valid():
+    """The simulator options the shipped network was trained with are accepted by the simulator."""
+    import json
+    from pathlib import Path
+
+    from maximask.sim.config import make_config
+
+    cfg = make_config(json.loads((Path(__file__).parents[1] / "data/training/maximask_sim.json").read_text()))
+    assert cfg["class_prob"]["CR"] > 0.6
