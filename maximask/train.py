@@ -23,7 +23,8 @@ Loss
 Checkpoints
     ``RUN_DIR/checkpoint.keras`` (model and optimizer) and ``RUN_DIR/state.json`` every
     ``--checkpoint-every`` steps and at the end; a run restarted with the same ``RUN_DIR`` resumes
-    from them. Validation metrics (per-class ROC AUC and AP) go to ``RUN_DIR/log.jsonl``.
+    from them. SIGTERM or SIGINT stop the run after the current step with a checkpoint (no
+    export), end the simulation workers and exit with status 128 + signal (143, 130). Validation metrics (per-class ROC AUC and AP) go to ``RUN_DIR/log.jsonl``.
 
 Fine-tuning (``--init-from NET_DIR --data DIR``) starts from a network directory's ``model.keras`` and
 trains on the user's frames: pairs ``NAME.fits`` (image) + ``NAME.truth.fits`` (uint8 cube of 14
@@ -35,7 +36,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -88,6 +91,11 @@ def _simulate_chunk(args):
     frames = [simulate_normalised(frame_seed(seed, TRAIN, chunk, i), shape, sim_config=sim_config)
               for i in range(n_frames)]
     return np.stack([f[0] for f in frames]), np.stack([f[1] for f in frames])
+
+
+def _ignore_sigint():
+    """Pool initializer: Ctrl-C reaches the workers too; the trainer alone handles it (and ends them)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def draw_tiles(rng, data, truth, n, tile, edge_pad=0):
@@ -508,77 +516,93 @@ def main(argv=None):
         val = [simulate_normalised(frame_seed(a.seed, VALID, i), frame_shape, sim_config=sim_config)
                for i in range(a.val_frames)]
 
+    # SIGTERM/SIGINT only set a flag; the loop stops at the next step (or while waiting for a chunk),
+    # writes a checkpoint (rerunning the command resumes), ends the workers and exits 128 + signal.
+    # An ignored SIGINT (a background job of a non-interactive shell) stays ignored.
+    stop = []
+    restore = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                restore[sig] = signal.signal(sig, lambda signum, frame: stop.append(signum))
     pool = None
-    if not finetune:
-        import multiprocessing as mp
-        import signal
+    try:
+        if not finetune:
+            import multiprocessing as mp
 
-        pool = mp.get_context("spawn").Pool(args.workers)
+            pool = mp.get_context("spawn").Pool(args.workers, initializer=_ignore_sigint)
 
-        def _terminate(signum, frame):  # a killed trainer must not leave its workers behind
-            pool.terminate()
-            raise SystemExit(128 + signum)
-
-        signal.signal(signal.SIGTERM, _terminate)
-
-    def chunk_data(c):
-        if finetune:
-            return None
-        return pool.apply_async(_simulate_chunk, ((a.seed, c, a.frames_per_chunk, frame_shape, sim_config),))
-
-    t_start = time.time()
-    wall_before = float(state["wall_s"])
-    step = state["step"]
-    chunk = step // a.steps_per_chunk
-    pending = chunk_data(chunk)
-    losses, t_wait = [], 0.0
-    while step < args_steps:
-        if (args.max_minutes is not None and time.time() - t_start > 60 * args.max_minutes) or (
-                args.stop_at_step is not None and step >= args.stop_at_step):
-            break
-        t0 = time.time()
-        if finetune:
-            rng = np.random.default_rng(frame_seed(a.seed, TILES, chunk))
-        else:
-            data, truth = pending.get()
-            pending = chunk_data(chunk + 1)
-            rng = np.random.default_rng(frame_seed(a.seed, TILES, chunk))
-        t_wait += time.time() - t0
-        for k in range(a.steps_per_chunk):
+        def chunk_data(c):
             if finetune:
-                i = rng.integers(len(fdata))
-                fr = fdata[i][None], ftruth[i][None]
-                tile = min(a.tile, *fdata[i].shape) // arch.size_multiple * arch.size_multiple
-                x, y = draw_tiles(rng, fr[0], fr[1], a.batch_size, tile)
-            else:
-                x, y = draw_tiles(rng, data, truth, a.batch_size, a.tile, getattr(a, "edge_pad", 0))
-            if chunk * a.steps_per_chunk + k < step:
-                continue  # resumed inside a chunk: skip the batches already used
-            target = y if has_refinement(tmodel) else labels_to_cells(y)
-            losses.append(float(tmodel.train_on_batch(x, target)))
-            state["pixel_counts"] = (np.asarray(state["pixel_counts"]) + y.sum(axis=(0, 1, 2))).tolist()
-            state["n_pixels"] += float(y.shape[0] * y.shape[1] * y.shape[2])
-            step += 1
-            state["step"] = step
-            if step % 50 == 0:
-                _log(run_dir, {"event": "train", "step": step, "loss": float(np.mean(losses)),
-                               "lr": float(tmodel.optimizer.learning_rate),
-                               "wait_data_s": round(t_wait, 1),
-                               "elapsed_s": round(wall_before + time.time() - t_start, 1)})
-                losses, t_wait = [], 0.0
-            if step % a.checkpoint_every == 0 or step == args_steps:
-                _checkpoint(tmodel, ckpt, state, state_path, wall_before, t_start)
-            if step % a.val_every == 0 or step == args_steps:
-                metrics, _ = validate(model, val)
-                _log(run_dir, {"event": "validation", "step": step,
-                               "auc": {n: _r(m["auc"]) for n, m in metrics.items()},
-                               "ap": {n: _r(m["ap"]) for n, m in metrics.items()}})
-            if step >= args_steps or (args.stop_at_step is not None and step >= args.stop_at_step):
+                return None
+            return pool.apply_async(_simulate_chunk, ((a.seed, c, a.frames_per_chunk, frame_shape, sim_config),))
+
+        t_start = time.time()
+        wall_before = float(state["wall_s"])
+        step = state["step"]
+        chunk = step // a.steps_per_chunk
+        pending = chunk_data(chunk)
+        losses, t_wait = [], 0.0
+        while step < args_steps and not stop:
+            if (args.max_minutes is not None and time.time() - t_start > 60 * args.max_minutes) or (
+                    args.stop_at_step is not None and step >= args.stop_at_step):
                 break
-        chunk += 1
-    _checkpoint(tmodel, ckpt, state, state_path, wall_before, t_start)
-    if pool is not None:
-        pool.terminate()
+            t0 = time.time()
+            if finetune:
+                rng = np.random.default_rng(frame_seed(a.seed, TILES, chunk))
+            else:
+                while not pending.ready() and not stop:  # a signal must not wait for a slow chunk
+                    pending.wait(0.5)
+                if stop:
+                    break
+                data, truth = pending.get()
+                pending = chunk_data(chunk + 1)
+                rng = np.random.default_rng(frame_seed(a.seed, TILES, chunk))
+            t_wait += time.time() - t0
+            for k in range(a.steps_per_chunk):
+                if finetune:
+                    i = rng.integers(len(fdata))
+                    fr = fdata[i][None], ftruth[i][None]
+                    tile = min(a.tile, *fdata[i].shape) // arch.size_multiple * arch.size_multiple
+                    x, y = draw_tiles(rng, fr[0], fr[1], a.batch_size, tile)
+                else:
+                    x, y = draw_tiles(rng, data, truth, a.batch_size, a.tile, getattr(a, "edge_pad", 0))
+                if chunk * a.steps_per_chunk + k < step:
+                    continue  # resumed inside a chunk: skip the batches already used
+                target = y if has_refinement(tmodel) else labels_to_cells(y)
+                losses.append(float(tmodel.train_on_batch(x, target)))
+                state["pixel_counts"] = (np.asarray(state["pixel_counts"]) + y.sum(axis=(0, 1, 2))).tolist()
+                state["n_pixels"] += float(y.shape[0] * y.shape[1] * y.shape[2])
+                step += 1
+                state["step"] = step
+                if step % 50 == 0:
+                    _log(run_dir, {"event": "train", "step": step, "loss": float(np.mean(losses)),
+                                   "lr": float(tmodel.optimizer.learning_rate),
+                                   "wait_data_s": round(t_wait, 1),
+                                   "elapsed_s": round(wall_before + time.time() - t_start, 1)})
+                    losses, t_wait = [], 0.0
+                if step % a.checkpoint_every == 0 or step == args_steps:
+                    _checkpoint(tmodel, ckpt, state, state_path, wall_before, t_start)
+                if stop:
+                    break  # SIGTERM/SIGINT: checkpoint below, no validation, no export
+                if step % a.val_every == 0 or step == args_steps:
+                    metrics, _ = validate(model, val)
+                    _log(run_dir, {"event": "validation", "step": step,
+                                   "auc": {n: _r(m["auc"]) for n, m in metrics.items()},
+                                   "ap": {n: _r(m["ap"]) for n, m in metrics.items()}})
+                if step >= args_steps or (args.stop_at_step is not None and step >= args.stop_at_step):
+                    break
+            chunk += 1
+        _checkpoint(tmodel, ckpt, state, state_path, wall_before, t_start)
+    finally:
+        if pool is not None:  # also on errors: no worker outlives the trainer
+            pool.terminate()
+            pool.join()
+        for sig, handler in restore.items():
+            signal.signal(sig, handler)
+    if stop:
+        _log(run_dir, {"event": "stopped", "signal": signal.Signals(stop[0]).name, "step": step})
+        return 128 + stop[0]
     if args.out:
         # the prior modification needs priors in (0, 1): a class never seen gets one pixel in 1e7
         priors = np.clip(np.asarray(state["pixel_counts"]) / max(state["n_pixels"], 1.0), 1e-7, 1 - 1e-7)
