@@ -101,7 +101,7 @@ def _ignore_sigint():
 def draw_tiles(rng, data, truth, n, tile, edge_pad=0):
     """Random training tiles from a stack of frames, with column-preserving flips.
 
-    Tiles may overhang the frame edges by up to ``edge_pad`` pixels: the overhang holds zeros (image
+    Tiles may overhang the frame edges by up to ``edge_pad`` pixels (at most half a tile): the overhang holds zeros (image
     and labels), as the inference engine's canvas around a frame does, so that the network learns
     the frame borders in the conditions it meets them at inference.
 
@@ -122,7 +122,7 @@ def draw_tiles(rng, data, truth, n, tile, edge_pad=0):
     y : ndarray, float32, shape (n, tile, tile, 14)
     """
     f, h, w = data.shape
-    p = int(edge_pad)
+    p = min(int(edge_pad), tile // 2)  # a tile always keeps at least half of its side in the frame
     x = np.zeros((n, tile, tile, 1), np.float32)
     y = np.zeros((n, tile, tile, truth.shape[1]), np.float32)
     for k in range(n):

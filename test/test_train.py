@@ -49,6 +49,12 @@ def test_tiles_overhang_frame_edges_with_zeros():
             assert vals[float(v)] == tuple(t.astype(np.uint8))
 
 
+def test_edge_pad_larger_than_tile():
+    data, truth = _frames()
+    x, _ = draw_tiles(np.random.default_rng(1), data, truth, 100, 16, edge_pad=64)
+    assert ((x[..., 0] != 0).mean(axis=(1, 2)) >= 0.25).all()
+
+
 def test_labels_to_cells_is_space_to_depth():
     y = np.arange(2 * 8 * 8 * 3, dtype=np.float32).reshape(2, 8, 8, 3)
     cells = labels_to_cells(y, block=4)
