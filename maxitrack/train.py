@@ -2,7 +2,9 @@
 
 Reproduce the shipped network (from the repository root)::
 
-    maxitrack-train --work runs/maxitrack --out tensorflow_models/maxitrack
+    maxitrack-train --threads 1 --work runs/maxitrack_v2 --out tensorflow_models/maxitrack
+
+(one thread: the result depends on the thread count; docs/MAXITRACK.md gives the cost and caveats).
 
 Phases, each resumable (rerun the same command after an interruption):
 
