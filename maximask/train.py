@@ -537,6 +537,7 @@ def main(argv=None):
                 return None
             return pool.apply_async(_simulate_chunk, ((a.seed, c, a.frames_per_chunk, frame_shape, sim_config),))
 
+        full_res_loss = has_refinement(tmodel)  # else the loss is on the head's cells
         t_start = time.time()
         wall_before = float(state["wall_s"])
         step = state["step"]
@@ -569,7 +570,7 @@ def main(argv=None):
                     x, y = draw_tiles(rng, data, truth, a.batch_size, a.tile, getattr(a, "edge_pad", 0))
                 if chunk * a.steps_per_chunk + k < step:
                     continue  # resumed inside a chunk: skip the batches already used
-                target = y if has_refinement(tmodel) else labels_to_cells(y)
+                target = y if full_res_loss else labels_to_cells(y)
                 losses.append(float(tmodel.train_on_batch(x, target)))
                 state["pixel_counts"] = (np.asarray(state["pixel_counts"]) + y.sum(axis=(0, 1, 2))).tolist()
                 state["n_pixels"] += float(y.shape[0] * y.shape[1] * y.shape[2])
