@@ -24,7 +24,8 @@ Checkpoints
     ``RUN_DIR/checkpoint.keras`` (model and optimizer) and ``RUN_DIR/state.json`` every
     ``--checkpoint-every`` steps and at the end; a run restarted with the same ``RUN_DIR`` resumes
     from them. SIGTERM or SIGINT stop the run after the current step with a checkpoint (no
-    export), end the simulation workers and exit with status 128 + signal (143, 130). Validation metrics (per-class ROC AUC and AP) go to ``RUN_DIR/log.jsonl``.
+    export), end the simulation workers and exit with status 128 + signal (143, 130). Validation
+    metrics (per-class ROC AUC and AP) go to ``RUN_DIR/log.jsonl``.
 
 Fine-tuning (``--init-from NET_DIR --data DIR``) starts from a network directory's ``model.keras`` and
 trains on the user's frames: pairs ``NAME.fits`` (image) + ``NAME.truth.fits`` (uint8 cube of 14

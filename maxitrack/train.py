@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shlex
 import sys
@@ -275,6 +274,7 @@ def main(argv=None) -> int:
 
     k = args.tiles_per_frame
     per_frame = args.loss == "frame"
+    crit = "val_frame_loss" if per_frame else "val_tile_loss"  # the validation loss that picks the best epoch
     # each frame's tiles are consecutive (every 512x512 frame has more cells than tiles kept)
     n_frames_train = len(train["label"]) // k
     assert np.array_equal(train["frame"], np.repeat(np.arange(n_frames_train), k)), "tiles not grouped by frame"
@@ -351,7 +351,6 @@ def main(argv=None) -> int:
             "val_frame_auc": roc_auc(mean_z, yv),
             "seconds": round(time.time() - t0, 1),
         }
-        crit = "val_frame_loss" if per_frame else "val_tile_loss"
         is_best = not state["history"] or rec[crit] < min(h.get(crit, np.inf) for h in state["history"])
         state["history"].append(rec)
         state["epoch"] = epoch + 1
@@ -368,7 +367,6 @@ def main(argv=None) -> int:
     calibration = fit_platt(mean_z, yv)
     cal_z = np.array([field_logit([z], calibration) for z in mean_z])
     log(f"calibration {calibration}; validation frame AUC {roc_auc(mean_z, yv):.4f}, log-loss {_bce(cal_z, yv):.4f}")
-    crit = "val_frame_loss" if per_frame else "val_tile_loss"
     best_epoch = min(state["history"], key=lambda h: h.get(crit, np.inf))["epoch"]
     meta = NetworkMetadata(
         name="maxitrack",
