@@ -47,7 +47,7 @@ class Architecture:
     n_classes : int
         Number of outputs (logit planes).
     upsampling : str
-        Decoder upsampling: ``"nearest"`` (nearest-neighbour upsampling then 1x1 projection),
+        Decoder upsampling: ``"nearest"`` (1x1 projection then nearest-neighbour upsampling),
         ``"transposed"`` (2x2 stride-2 transposed convolution) or ``"d2s"`` (1x1 convolution to
         4x channels then depth-to-space). All three map output i to input i // 2.
     refine : int
@@ -243,8 +243,13 @@ def build_model(arch: Architecture = Architecture(), batch_norm: bool = True):
             x = layers.Conv2D(4 * ch, 1, name=f"up{level}")(x)
             x = L["DepthToSpace"](2)(x)
         else:
-            x = layers.UpSampling2D(2, interpolation="nearest")(x)
+            # The 1x1 projection commutes with nearest upsampling, so it runs on the coarse grid (4x
+            # cheaper), and the upsampling is four copies put back by depth-to-space: Keras's
+            # UpSampling2D converts to TILE/RESHAPE ops that LiteRT's XNNPACK delegate does not
+            # take, which split the graph and kept ~200 MB more of intermediates alive per tile.
             x = layers.Conv2D(ch, 1, name=f"up{level}")(x)
+            x = layers.Concatenate()([x, x, x, x])
+            x = L["DepthToSpace"](2)(x)
         x = layers.Add()([x, skips[level]])
         for j in range(arch.decoder_convs[level]):
             x = conv(x, ch, name=f"dec{level}_{j}")
@@ -258,6 +263,56 @@ def build_model(arch: Architecture = Architecture(), batch_norm: bool = True):
         delta = layers.Conv2D(arch.n_classes, 1, kernel_initializer="zeros", name="refine_out")(z)
         out = layers.Add(name="refined_logits")([out, delta])
     return keras.Model(inp, out, name="maximask")
+
+
+def has_refinement(model) -> bool:
+    """Whether a Keras maximask model carries the full-resolution refinement."""
+    return any(layer.name == "refine_out" for layer in model.layers)
+
+
+def split_refinement(model, tile_size: int, rows: int):
+    """Split a refined network into its coarse part and a row-strip refinement, for inference.
+
+    The refinement is local (a 3x3 convolution of the input and per-pixel layers on the coarse
+    logits), so it can run on strips of rows of a tile instead of the whole tile: LiteRT's XNNPACK
+    runtime then holds the refinement's full-resolution intermediates (60 channels at the peak)
+    for one strip instead of the whole tile. Together the two parts compute exactly the model.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A model of :func:`build_model` with ``refine > 0``.
+    tile_size : int
+        Tile side T (fixed in the inference models).
+    rows : int
+        Rows R per strip; a multiple of the stem's block (4) that divides ``tile_size``.
+
+    Returns
+    -------
+    coarse : keras.Model
+        ``(B, T, T, 1)`` image -> ``(B, T/4, T/4, 16 C)`` coarse head (before depth-to-space).
+    strip : keras.Model
+        ``[(1, R + 8, T, 1)`` image rows ``r0 - 4 .. r0 + R + 4``, ``(1, R/4 + 2, T/4, 16 C)`` head
+        rows ``r0/4 - 1 .. (r0 + R)/4 + 1]`` -> ``(1, R + 8, T, C)`` logits of the same rows, of which
+        the inner R rows are exact; rows outside the tile are passed as zeros.
+    """
+    import keras
+    from keras import layers
+
+    if rows % STEM or tile_size % rows:
+        raise ValueError(f"strip rows {rows} must be a multiple of {STEM} dividing the tile size {tile_size}")
+    L = _custom_layers()
+    fixed = keras.Input((tile_size, tile_size, 1))
+    coarse = keras.Model(fixed, keras.Model(model.inputs[0], model.get_layer("head").output)(fixed))
+    head_channels = model.get_layer("head").output.shape[-1]
+    image = keras.Input((rows + 2 * STEM, tile_size, 1), batch_size=1)
+    head = keras.Input((rows // STEM + 2, tile_size // STEM, head_channels), batch_size=1)
+    logits = L["DepthToSpace"](STEM)(head)
+    local = model.get_layer("refine_local")(image)
+    z = model.get_layer("refine_concat")([logits, local])
+    z = model.get_layer("refine_mix")(z)
+    out = layers.Add()([logits, model.get_layer("refine_out")(z)])
+    return coarse, keras.Model([image, head], out)
 
 
 def custom_objects() -> dict:

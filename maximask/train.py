@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from .classes import ABBRS, N_CLASSES
+from .model import has_refinement
 
 DEFAULT_SEED = 20261123
 TRAIN, VALID, TILES, PRIOR = 0, 1, 3, 4  # spawn-key streams (the held-out benchmark uses another root seed)
@@ -202,11 +203,6 @@ def _loss_class():
             return dict(super().get_config(), pos_weight=self.pos_weight)
 
     return WeightedBCE
-
-
-def has_refinement(model) -> bool:
-    """Whether a maximask Keras model ends with the full-resolution refinement."""
-    return any(layer.name == "refine_out" for layer in model.layers)
 
 
 def training_view(model):

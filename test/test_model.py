@@ -119,16 +119,74 @@ def test_shipped_network_consistent():
     meta = json.loads((SHIPPED / "metadata.json").read_text())
     assert meta["classes"] == list(ABBRS)
     assert meta["output"] == "logits"
-    assert meta["extra"]["model_id"] == weights_hash(SHIPPED / "model.tflite")
+    files = [SHIPPED / "model.tflite"] + ([SHIPPED / meta["refinement"]["file"]] if meta.get("refinement") else [])
+    assert meta["extra"]["model_id"] == weights_hash(*files)
     arch = Architecture.from_dict(meta["extra"]["architecture"])
     assert meta["margin"] == required_margin(arch)
     assert meta["size_multiple"] == arch.size_multiple
     assert meta["tile_size"] % arch.size_multiple == 0 and meta["tile_size"] > 2 * meta["margin"]
     assert len(meta["training_priors"]) == len(ABBRS)
     assert all(0 < p < 1 for p in meta["training_priors"])
-    assert (SHIPPED / "model.tflite").stat().st_size <= 15e6
+    assert sum(f.stat().st_size for f in files) <= 15e6
     net = Network(SHIPPED, num_threads=1)
     t = meta["tile_size"]
     out = net.predict_logits(np.zeros((1, t, t, 1), np.float32))
     assert out.shape == (1, t, t, len(ABBRS))
     assert np.isfinite(out).all()
+
+
+def test_exported_refinement_runs_in_exact_strips(tmp_path, monkeypatch):
+    """A refined network is exported as a coarse model plus a row-strip refinement; LiteRT running
+    the two, strip by strip, gives the Keras model's logits on whole tiles (strip edges, tile edges
+    and several tiles per batch included)."""
+    pytest.importorskip("tensorflow")
+    import keras
+
+    import maximask.network as network_module
+    from maximask.model import build_model
+    from maximask.network import Network, NetworkMetadata, save_network, weights_hash
+
+    keras.utils.set_random_seed(4)
+    model = build_model(SMALL_REFINED, batch_norm=False)
+    model.set_weights([np.random.default_rng(10 + i).normal(0, 0.5, w.shape).astype(np.float32)
+                       for i, w in enumerate(model.get_weights())])
+    monkeypatch.setattr(network_module, "REFINE_ROWS", 32)
+    tile = 96
+    meta = NetworkMetadata(name="maximask", classes=["CR", "HP", "BG"], training_priors=[0.1, 0.1, 0.8],
+                           margin=required_margin(SMALL_REFINED), tile_size=tile,
+                           size_multiple=SMALL_REFINED.size_multiple, normalisation={})
+    net_dir = tmp_path / "net"
+    model_id = save_network(model, net_dir, meta)
+    saved = json.loads((net_dir / "metadata.json").read_text())
+    assert saved["refinement"] == {"file": "refine.tflite", "rows": 32, "halo": 4, "block": 4}
+    assert model_id == weights_hash(net_dir / "model.tflite", net_dir / "refine.tflite")
+    net = Network(net_dir, num_threads=1)
+    assert net.model_id == model_id
+    batch = np.random.default_rng(5).normal(0, 3, (3, tile, tile, 1)).astype(np.float32)
+    batch[1, 30:34] += 20.0  # a bright band across a strip boundary (row 32)
+    expected = np.asarray(model(batch, training=False))
+    # random weights give logits in the hundreds: float32 accumulation differs by ~1e-5 of that
+    tol = 2e-5 * np.abs(expected).max()
+    got = net.predict_logits(batch)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=tol)
+    # the refinement matters here: without it the logits differ
+    coarse = np.asarray(keras.Model(model.inputs[0], model.get_layer("to_full_res").output)(batch))
+    assert np.abs(coarse - expected).max() > 1e-2
+    # a view of a reused buffer, read-only, when asked for
+    view = net.predict_logits(batch[:1], copy=False)
+    np.testing.assert_allclose(view, expected[:1], rtol=0, atol=tol)
+    assert not view.flags.writeable
+
+
+def test_missing_refinement_file_is_a_usage_error(tmp_path):
+    from maximask.errors import UsageError
+    from maximask.network import Network
+
+    if not (SHIPPED / "refine.tflite").is_file():
+        pytest.skip("the shipped network has no separate refinement")
+    net_dir = tmp_path / "net"
+    net_dir.mkdir()
+    for name in ("model.tflite", "metadata.json"):
+        (net_dir / name).write_bytes((SHIPPED / name).read_bytes())
+    with pytest.raises(UsageError, match="refine.tflite is missing"):
+        Network(net_dir)
