@@ -68,6 +68,7 @@ def infer(
     out: np.ndarray | None = None,
     progress: Callable[[int], object] | None = None,
     info: dict | None = None,
+    overwrite_input: bool = False,
 ) -> np.ndarray:
     """Run a network on a 2D frame of any size, tile by tile.
 
@@ -93,6 +94,9 @@ def infer(
     info : dict, optional
         Filled with ``n_tiles``, ``n_nonfinite`` (NaN/inf input pixels, set to the background
         before inference), ``background`` and ``sigma`` (input units).
+    overwrite_input : bool
+        The normalised frame may replace ``image``'s pixels (float32 input the caller no longer
+        needs), saving a frame's worth of memory.
 
     Returns
     -------
@@ -105,7 +109,7 @@ def infer(
         From :func:`maximask.normalize.normalize_image` (all-NaN, constant or non-2D image).
     """
     meta = network.metadata
-    norm = normalize_image(image, meta.normalisation)
+    norm = normalize_image(image, meta.normalisation, overwrite_input=overwrite_input)
     frame = norm.data
     plan = plan_tiles(frame.shape, meta.tile_size, meta.margin, meta.size_multiple)
     if info is not None:

@@ -390,7 +390,7 @@ def check_image(image) -> np.ndarray:
     return image
 
 
-def normalize_image(image, params: dict | None = None) -> Normalized:
+def normalize_image(image, params: dict | None = None, overwrite_input: bool = False) -> Normalized:
     """Prepare a frame for the network.
 
     Parameters
@@ -399,6 +399,9 @@ def normalize_image(image, params: dict | None = None) -> Normalized:
         Pixel values (any real dtype; ADU or e-). NaN and infinite values allowed.
     params : dict, optional
         The ``normalisation`` entry of the network metadata; default :data:`DEFAULT_NORMALISATION`.
+    overwrite_input : bool
+        Write the result into ``image`` itself when it is a writeable C-contiguous float32 array
+        (the caller no longer needs the pixels): a 4096^2 frame then takes 64 MB less memory.
 
     Returns
     -------
@@ -421,7 +424,10 @@ def normalize_image(image, params: dict | None = None) -> Normalized:
     bg, sg, mesh = background_meshes(image, finite, p)
     h, w = image.shape
     maps = _MapRows(bg, sg, mesh, (h, w), work)
-    out = np.empty((h, w), np.float32)
+    # in place is safe: each chunk of rows is read into x before the same rows of out are written
+    in_place = (overwrite_input and isinstance(image, np.ndarray) and image.dtype == np.float32
+                and image.flags.c_contiguous and image.flags.writeable)
+    out = image if in_place else np.empty((h, w), np.float32)
     # element-wise passes on _CHUNK_ROWS rows at a time, so that their operands stay in cache
     rows = min(-(-h // _KNOT_ROWS) * _KNOT_ROWS, _CHUNK_ROWS)
     x = np.empty((rows, w), work)

@@ -30,7 +30,8 @@ def tiles_per_plane(shape: tuple, network) -> int:
 
 
 def mask_image(data: np.ndarray, network, plan: OutputPlan, batch_size: int = 8,
-               progress: Callable[[int], object] | None = None) -> tuple[np.ndarray, int]:
+               progress: Callable[[int], object] | None = None,
+               overwrite_input: bool = False) -> tuple[np.ndarray, int]:
     """Run the network on an image or cube and post-process it.
 
     Parameters
@@ -43,6 +44,8 @@ def mask_image(data: np.ndarray, network, plan: OutputPlan, batch_size: int = 8,
     batch_size : int
     progress : callable, optional
         Called with the number of tiles done.
+    overwrite_input : bool
+        Float32 ``data`` may be overwritten by its normalised values (saves a frame of memory).
 
     Returns
     -------
@@ -65,7 +68,8 @@ def mask_image(data: np.ndarray, network, plan: OutputPlan, batch_size: int = 8,
     for p, (image, o) in enumerate(zip(planes, outs)):
         info = {}
         try:
-            infer(image, network, batch_size=batch_size, tile_transform=plan, out=o, progress=progress, info=info)
+            infer(image, network, batch_size=batch_size, tile_transform=plan, out=o, progress=progress, info=info,
+                  overwrite_input=overwrite_input)
         except ValueError as exc:
             raise ValueError(str(exc) if data.ndim == 2 else f"plane {p}: {exc}") from None
         n_nonfinite += info.get("n_nonfinite", 0)
@@ -139,7 +143,10 @@ def mask_file(
                 where = task.label if task.hdu is not None or len(hdus) == 1 else f"{task.label}[{i}]"
                 data = src.read_image(i)
                 try:
-                    result, n_nonfinite = mask_image(data, network, plan, batch_size, progress)
+                    # the pixels were read for this call only: normalised in place, they cost no
+                    # second frame
+                    result, n_nonfinite = mask_image(data, network, plan, batch_size, progress,
+                                                     overwrite_input=True)
                 except ValueError as exc:
                     raise MaximaskError(where, str(exc)) from None
                 del data

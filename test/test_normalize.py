@@ -210,3 +210,23 @@ def test_row_interpolation_of_the_maps_matches_the_exact_spline():
     exact = ry @ bg @ rx.T
     assert np.abs(bg_map - exact).max() < 1e-3 * float(np.median(sg))
     assert np.abs(sigma_map / (1.0 / (ry @ (1.0 / sg) @ rx.T)) - 1).max() < 1e-3
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16])
+def test_in_place_normalisation_equals_the_copy(dtype):
+    """overwrite_input reuses a float32 frame's memory and gives the same values; other dtypes (and
+    read-only arrays) are left untouched and get a new array."""
+    rng = np.random.default_rng(11)
+    image = (1000 + 30 * rng.normal(size=(300, 520))).astype(dtype)
+    if dtype != np.int16:
+        image[5, 7] = np.nan
+    expected = normalize_image(image.copy()).data
+    work = image.copy()
+    got = normalize_image(work, overwrite_input=True).data
+    np.testing.assert_array_equal(got, expected)
+    assert (got is work) == (dtype == np.float32)
+    if dtype != np.float32:
+        np.testing.assert_array_equal(work, image)
+    frozen = image.copy()
+    frozen.flags.writeable = False
+    assert normalize_image(frozen, overwrite_input=True).data is not frozen
