@@ -230,3 +230,52 @@ def test_in_place_normalisation_equals_the_copy(dtype):
     frozen = image.copy()
     frozen.flags.writeable = False
     assert normalize_image(frozen, overwrite_input=True).data is not frozen
+
+
+@pytest.mark.parametrize("n_pix,mesh", [(4096, 256), (4000, 256), (700, 128), (300, 128), (520, 256), (2047, 64)])
+def test_mesh_interpolation_matches_scipy(n_pix, mesh):
+    """The numpy spline weights (scipy is kept out of the command's imports) equal scipy's natural
+    cubic spline (linear interpolation below 4 meshes), extrapolation at both ends included."""
+    interpolate = pytest.importorskip("scipy.interpolate")
+    from maximask.normalize import _spline_matrix
+
+    n_mesh = -(-n_pix // mesh)
+    centres = (np.arange(n_mesh) + 0.5) * mesh - 0.5
+    centres[-1] = 0.5 * ((n_mesh - 1) * mesh + n_pix - 1)
+    pix = np.arange(n_pix, dtype=float)
+    eye = np.eye(n_mesh)
+    if n_mesh < 4:
+        expected = interpolate.interp1d(centres, eye, axis=0, fill_value="extrapolate")(pix)
+    else:
+        expected = interpolate.CubicSpline(centres, eye, bc_type="natural")(pix)
+    np.testing.assert_allclose(_spline_matrix(n_mesh, mesh, n_pix), expected, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("shape", [(16, 16), (1, 9), (9, 1), (2, 3), (5, 7)])
+def test_mesh_median_filter_matches_scipy(shape):
+    ndimage = pytest.importorskip("scipy.ndimage")
+    from maximask.normalize import _median_filter
+
+    grid = np.random.default_rng(sum(shape)).normal(size=shape)
+    pad = [(1, 1) if n > 1 else (0, 0) for n in shape]
+    padded = np.pad(grid, pad, mode="reflect", reflect_type="odd")
+    expected = ndimage.median_filter(padded, size=[2 * a + 1 for a, _ in pad], mode="nearest")
+    expected = expected[tuple(slice(a, a + n) for (a, _), n in zip(pad, shape))]
+    np.testing.assert_array_equal(_median_filter(grid, 3), expected)
+
+
+def test_command_imports_no_scipy(tmp_path):
+    """scipy costs ~0.9 s of imports; the command on an ordinary frame must not need it."""
+    import subprocess
+    import sys
+
+    from astropy.io import fits
+
+    fits.PrimaryHDU(sky((300, 400))).writeto(tmp_path / "frame.fits")
+    code = ("import sys; from maximask.cli import main\n"
+            "try:\n    main(['-q', sys.argv[1]])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'scipy', 'tensorflow', 'keras'}))")
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "frame.fits")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().splitlines()[-1] == "[]"
+    assert (tmp_path / "frame.masks.fits").is_file()
