@@ -364,12 +364,21 @@ HIGHPASS_BOX = 15
 
 def _box_mean(t: np.ndarray, box: int) -> np.ndarray:
     """Mean over a ``box`` x ``box`` window (over the pixels inside the tile near its edges) of each
-    tile of a (N, T, T) stack."""
-    from scipy.ndimage import uniform_filter
+    tile of a (N, T, T) stack, by cumulative sums.
 
-    total = uniform_filter(t.astype(np.float64), size=(1, box, box), mode="constant")
-    inside = uniform_filter(np.ones(t.shape[1:]), size=box, mode="constant")  # share of the window in the tile
-    return (total / inside).astype(np.float32)
+    Not ``scipy.ndimage.uniform_filter`` (the same to 2e-6): importing scipy.ndimage takes 0.4 s, a
+    third of the whole command's time on a 4-CCD mosaic."""
+    n, hgt, wid = t.shape
+    r = box // 2
+    c = np.zeros((n, hgt + 1, wid + 1), np.float64)
+    c[:, 1:, 1:] = t.cumsum(1).cumsum(2)
+    y0 = np.clip(np.arange(hgt) - r, 0, hgt)
+    y1 = np.clip(np.arange(hgt) + r + 1, 0, hgt)
+    x0 = np.clip(np.arange(wid) - r, 0, wid)
+    x1 = np.clip(np.arange(wid) + r + 1, 0, wid)
+    s = c[:, y1][:, :, x1] - c[:, y0][:, :, x1] - c[:, y1][:, :, x0] + c[:, y0][:, :, x0]
+    cnt = (y1 - y0)[:, None] * (x1 - x0)[None, :]
+    return (s / cnt).astype(np.float32)
 
 
 def network_input(tiles: np.ndarray, kind: str = "tile") -> np.ndarray:

@@ -135,3 +135,15 @@ def test_autocorrelation_shows_double_images_and_elongation():
     assert x.shape == (1, size, size, 2)
     with pytest.raises(ValueError):
         network_input(x[..., :1], "nope")
+
+
+def test_box_mean_matches_scipy_uniform_filter():
+    """The cumulative-sum box mean (kept to spare the command scipy's import) equals scipy's, with
+    the window cut to the tile near its edges."""
+    ndimage = pytest.importorskip("scipy.ndimage")
+    from maxitrack.tiles import _box_mean
+
+    t = np.random.default_rng(3).normal(size=(3, 40, 33)).astype(np.float32)
+    total = ndimage.uniform_filter(t.astype(np.float64), size=(1, 15, 15), mode="constant")
+    inside = ndimage.uniform_filter(np.ones(t.shape[1:]), size=15, mode="constant")
+    np.testing.assert_allclose(_box_mean(t, 15), total / inside, rtol=0, atol=2e-6)
