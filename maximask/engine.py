@@ -2,7 +2,8 @@
 
 The engine knows nothing about a particular network: tile size, margin, alignment and normalisation
 come from the network's metadata. It streams tiles through the network and hands each tile's core
-logits to a ``tile_transform`` whose result is written straight into the output, so that a full
+logits to a ``tile_transform`` whose result is written straight into the output (or which writes it
+there itself, block of rows by block, see :func:`maximask.postprocess.write_tile`), so that a full
 float32 probability cube (940 MB for 14 classes on a 4096^2 frame) exists only when it is what the
 caller asked for (the CLI thresholds tile by tile into uint8 planes or an int16 bit mask).
 """
@@ -14,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from .normalize import normalize_image
+from .postprocess import write_probabilities
 from .tiling import plan_tiles
 
 
@@ -29,15 +31,10 @@ def sigmoid_planes(logits: np.ndarray) -> np.ndarray:
     ndarray, float32, shape (C, h, w)
         ``1 / (1 + exp(-logits))``.
     """
-    # computed in the network's (h, w, C) layout, where the passes are contiguous; the transposed
-    # view is copied into the output by blocks of rows (see _write)
-    p = np.negative(logits, dtype=np.float32)
-    # exp overflows to inf for logits < -88: 1 / (1 + inf) = 0, the right limit
-    with np.errstate(over="ignore"):
-        np.exp(p, out=p)
-    p += 1.0
-    np.reciprocal(p, out=p)
-    return p.transpose(2, 0, 1)
+    h, w, c = np.shape(logits)
+    out = np.empty((c, h, w), np.float32)
+    write_probabilities(out, (slice(0, h), slice(0, w)), logits)
+    return out
 
 
 # Rows per block when a tile result is written into the output: a transposed (C, h, w) view of an
@@ -54,6 +51,37 @@ def _write(out: np.ndarray, core: tuple, res: np.ndarray) -> None:
     for r in range(0, res.shape[-2], _WRITE_ROWS):
         y = ys.start + r
         out[..., y : min(y + _WRITE_ROWS, ys.stop), xs] = res[..., r : r + _WRITE_ROWS, :]
+
+
+def _tile_writer(transform, image_shape: tuple) -> Callable:
+    """``write(out, core, logits) -> out``: one tile's result written at its core in ``out``,
+    which is allocated at the first tile when None.
+
+    Transforms with a ``write_into(out, core, logits)`` method (:class:`maximask.postprocess.OutputPlan`,
+    which also gives ``output_shape`` and ``dtype``) and the default probabilities write straight
+    into the output, a block of rows at a time, with no tile-sized intermediate; other callables'
+    results are copied.
+    """
+    if transform is None:
+        def write(out, core, logits):
+            if out is None:
+                out = np.empty((logits.shape[-1],) + image_shape, np.float32)
+            write_probabilities(out, core, logits)
+            return out
+    elif hasattr(transform, "write_into"):
+        def write(out, core, logits):
+            if out is None:
+                out = np.empty(transform.output_shape(image_shape), transform.dtype)
+            transform.write_into(out, core, logits)
+            return out
+    else:
+        def write(out, core, logits):
+            res = transform(logits)
+            if out is None:
+                out = np.empty(res.shape[:-2] + image_shape, res.dtype)
+            _write(out, core, res)
+            return out
+    return write
 
 
 #: Memory (bytes) the network's outputs and intermediates of one call may take (see infer).
@@ -87,6 +115,9 @@ def infer(
         ``f(logits float32 (h, w, C)) -> ndarray (K, h, w) or (h, w)`` applied to each tile's core;
         its result is written at the core's place in ``out``. Default: :func:`sigmoid_planes`.
         It may return a view of a buffer it reuses: the result is copied before the next call.
+        An object with a ``write_into(out, core, logits)`` method (and ``output_shape(image_shape)``
+        and ``dtype`` for an omitted ``out``), such as :class:`maximask.postprocess.OutputPlan`,
+        writes each core itself instead, with the same values.
     out : ndarray, shape (K, H, W) or (H, W), optional
         Output; allocated from the first transform result's dtype and leading shape if omitted.
     progress : callable, optional
@@ -119,7 +150,7 @@ def infer(
             background=norm.background,
             sigma=norm.sigma,
         )
-    transform = sigmoid_planes if tile_transform is None else tile_transform
+    write = _tile_writer(tile_transform, frame.shape)
     buf = None
     # Tiles per network call: at most batch_size, and few enough that the network's logits, its
     # largest intermediate (the head before depth-to-space, as large) and the returned copy, about
@@ -130,12 +161,9 @@ def infer(
         buf = plan.gather(frame, tiles, buf)
         logits = network.predict_logits(buf[: len(tiles)], copy=False)
         for tile, lg in zip(tiles, logits):
-            res = transform(lg[tile.inner])
-            if out is None:
-                out = np.empty(res.shape[:-2] + frame.shape, res.dtype)
-            _write(out, tile.core, res)
+            out = write(out, tile.core, lg[tile.inner])
         # the logits may be a view of the runtime's buffer, which must be released before its next run
-        del logits, lg, res
+        del logits, lg
         if progress is not None:
             progress(len(tiles))
     return out
