@@ -13,7 +13,8 @@ the prior modification, which is a per-class monotonic shift of the logits).
 the training loop only monitors) and writes ``data/configs/classes.thresh``: for each class, the
 threshold on the prior-modified probability that maximises the F1 score on the validation pixels,
 i.e. ``t = sigmoid(L* + log odds(prior) - log odds(training prior))`` where ``L*`` is the
-F1-optimal threshold on the raw logits and the priors are those of ``data/configs/classes.priors``.
+F1-optimal threshold on the raw logits and the priors are those of ``data/configs/classes.priors``;
+a class whose validation ROC AUC is below ``MIN_AUC`` (0.6) gets 1, never flagged.
 
 Usage::
 
@@ -90,16 +91,26 @@ def choose_thresholds(metrics: dict, training_priors, priors) -> np.ndarray:
     Returns
     -------
     ndarray, float64, shape (14,)
-        Probability thresholds for ``classes.thresh``; 0.5 for a class absent from the validation set.
+        Probability thresholds for ``classes.thresh``; 0.5 for a class absent from the validation set;
+        1 (never flagged) for a class whose validation ROC AUC is below ``MIN_AUC``: for a class the
+        network cannot separate, the F1 optimum is to flag (nearly) every pixel, which is no mask.
     """
     from maximask.postprocess import prior_shift
 
     shift = prior_shift(training_priors, priors)
     out = np.full(len(metrics), 0.5)
     for c, m in enumerate(metrics.values()):
-        if m["best_f1_logit"] is not None:
+        if m["best_f1_logit"] is None:
+            continue
+        if m["auc"] < MIN_AUC:
+            out[c] = 1.0
+        else:
             out[c] = 1.0 / (1.0 + np.exp(-(m["best_f1_logit"] + shift[c])))
     return out
+
+
+#: Least validation ROC AUC (0.5: chance) at which a class's F1-optimal threshold is kept.
+MIN_AUC = 0.6
 
 
 def main(argv=None):
@@ -146,7 +157,8 @@ def main(argv=None):
         priors = read_priors(args.priors_file)
         thr = choose_thresholds(metrics, net.metadata.training_priors, priors)
         result["rule"] = ("per class, the F1-maximising threshold on the validation pixels, "
-                          "expressed on the probability after prior modification with classes.priors")
+                          "expressed on the probability after prior modification with classes.priors; "
+                          f"1 (never flagged) for a class whose validation ROC AUC is below {MIN_AUC}")
         result["priors"] = dict(zip(ABBRS, map(float, priors)))
         result["thresholds"] = dict(zip(ABBRS, map(float, thr)))
         lines = [f"{a} {t:.6g}" for a, t in zip(ABBRS, thr)]
