@@ -198,10 +198,10 @@ def _spline_matrix(n_mesh: int, mesh: int, n_pix: int, at=None) -> np.ndarray:
     i = np.clip(np.searchsorted(centres, pix, side="right") - 1, 0, n_mesh - 2)
     h = np.diff(centres)
     t = pix - centres[i]
-    w = np.zeros((pix.size, n_mesh))
-    rows = np.arange(pix.size)
     if n_mesh < 4:
         u = t / h[i]
+        w = np.zeros((pix.size, n_mesh))
+        rows = np.arange(pix.size)
         w[rows, i] = 1.0 - u
         w[rows, i + 1] = u
         return w
