@@ -89,11 +89,25 @@ class NetworkMetadata:
 
     @classmethod
     def from_dict(cls, d: dict) -> "NetworkMetadata":
+        """The metadata in ``d``; ValueError or TypeError if it cannot describe a network."""
         fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in fields})
+        meta = cls(**{k: v for k, v in d.items() if k in fields})
+        if meta.refinement:
+            _check_refinement(meta.refinement, int(meta.tile_size))
+        return meta
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _check_refinement(refinement: dict, tile_size: int) -> None:
+    """ValueError unless the strips of ``refinement`` (rows, halo, block) tile a tile exactly."""
+    if not isinstance(refinement, dict):
+        raise TypeError(f"refinement must be an object, not {refinement!r}")
+    rows, halo, block = (int(refinement.get(k, d)) for k, d in (("rows", None), ("halo", 4), ("block", 4)))
+    if min(rows, halo, block) <= 0 or rows % block or halo % block or tile_size % rows:
+        raise ValueError(f"refinement strips of {rows} rows (halo {halo}, block {block}) do not tile "
+                         f"{tile_size}-px tiles")
 
 
 def weights_hash(path: str | os.PathLike, *more: str | os.PathLike) -> str:
@@ -230,8 +244,7 @@ class _StripRefinement:
         self.rows = int(refinement["rows"])
         self.halo = int(refinement.get("halo", 4))
         self.block = int(refinement.get("block", 4))
-        if self.rows % self.block or self.halo % self.block or tile_size % self.rows:
-            raise ValueError(f"refinement strips of {self.rows} rows do not tile {tile_size}-px tiles")
+        _check_refinement(refinement, tile_size)
         self.tile_size = tile_size
         self.n_classes = n_classes
         self._it = interpreter

@@ -181,6 +181,27 @@ def test_missing_network_dir(capsys, tmp_path, good):
     assert ff.snapshot(tmp_path) == before
 
 
+@pytest.mark.parametrize("refinement", [{"file": "refine.tflite", "rows": 150, "halo": 4, "block": 4},
+                                        {"file": "refine.tflite", "halo": 4}, [160]])
+def test_refinement_strips_that_do_not_tile_are_malformed_metadata(capsys, tmp_path, good, refinement):
+    import json
+    import shutil
+
+    from maximask.resources import default_net_dir
+
+    net = tmp_path / "net"
+    shutil.copytree(default_net_dir(), net)
+    meta = json.loads((net / "metadata.json").read_text())
+    assert meta["refinement"]["rows"] == 160  # the shipped network runs its refinement on strips
+    meta["refinement"] = refinement
+    (net / "metadata.json").write_text(json.dumps(meta))
+    assert main([str(good), "--net_dir", str(net)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert err.startswith(f"maximask: error: {net / 'metadata.json'}: malformed network metadata"), err
+    assert not list(good.parent.glob("*.masks*"))
+
+
 def test_missing_list_entries_others_processed(run, tmp_path, good):
     lst = tmp_path / "in.list"
     lst.write_text(f"{tmp_path / 'gone.fits'}\n{good}[1]\n{tmp_path / 'gone2.fits'}[3]\n")
