@@ -208,6 +208,26 @@ def _bce(logits: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))))
 
 
+def _init_weights(source: str, net, objects: dict) -> list:
+    """The weights of the tile network in ``source`` (a network directory or a .keras file), which
+    must have the architecture of ``net``; SystemExit with a one-line reason otherwise."""
+    import keras
+
+    path = Path(source)
+    if path.is_dir():
+        path = path / "model.keras"
+    if not path.is_file():
+        raise SystemExit(f"maxitrack-train: error: {source}: no such network (expected a directory with "
+                         "model.keras, or a .keras file)")
+    init = keras.models.load_model(path, custom_objects=objects)
+    weights = init.get_weights()
+    shapes = [w.shape for w in net.get_weights()]
+    if [w.shape for w in weights] != shapes:
+        raise SystemExit(f"maxitrack-train: error: {source}: its network does not have the architecture "
+                         "being trained (other --input or --tile?)")
+    return weights
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(
         prog="maxitrack-train",
@@ -230,6 +250,9 @@ def parse_args(argv=None):
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=1, help="seed of the simulated data and of the training")
     ap.add_argument("--threads", type=int, default=0, help="TensorFlow CPU threads (0: all)")
+    ap.add_argument("--init-from", default=None, metavar="NET",
+                    help="start from this network's weights (a network directory with model.keras, or a "
+                         ".keras file of the tile network) instead of a random initialisation")
     ap.add_argument("--inference-tiles", type=int, default=DEFAULT_SELECTION["n_tiles"],
                     help="tiles per HDU used by the command (stored in the metadata)")
     return ap.parse_args(argv)
@@ -287,6 +310,8 @@ def main(argv=None) -> int:
     best = work / "best.keras"
     config = {"input": args.input, "loss": args.loss, "epochs": args.epochs, "batch": args.batch, "lr": args.lr,
               "seed": args.seed, "frames": args.frames, "tiles_per_frame": k}
+    if args.init_from:
+        config["init_from"] = args.init_from
     state = json.loads(state_path.read_text()) if state_path.exists() and ckpt.exists() else {"epoch": 0, "history": []}
     if state["epoch"] > 0 and state.get("config") != config:
         log(f"error: {work} holds a training run with other settings ({state.get('config')}); use another --work")
@@ -307,6 +332,9 @@ def main(argv=None) -> int:
         log(f"resumed after epoch {state['epoch']}")
     else:
         net = build_model(tile, DEFAULT_WIDTHS, inputs=args.input)
+        if args.init_from:
+            net.set_weights(_init_weights(args.init_from, net, custom_objects()))
+            log(f"initialised from {args.init_from}")
         if per_frame:
             # frame model: the k tiles of a frame -> the mean of their logits (the command's aggregation)
             fin = keras.Input((k, tile, tile, n_in), name="frame_tiles")
@@ -396,6 +424,7 @@ def main(argv=None) -> int:
                 "tiles_per_frame": args.tiles_per_frame,
             },
             "best_epoch": best_epoch,
+            "fine_tuned_from": args.init_from,
             "history": state["history"],
         },
     )

@@ -1,0 +1,44 @@
+"""maxitrack-train --init-from: a fine-tuning run starts from the given network's weights, and a
+network of another architecture is refused with a one-line reason."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("keras")
+
+
+def _net(tile, inputs, seed):
+    import keras
+
+    from maxitrack.model import DEFAULT_WIDTHS, build_model
+
+    keras.utils.set_random_seed(seed)
+    return build_model(tile, DEFAULT_WIDTHS, inputs=inputs)
+
+
+@pytest.mark.parametrize("as_dir", [True, False])
+def test_init_from_loads_every_weight(tmp_path, as_dir):
+    from maxitrack.model import custom_objects
+    from maxitrack.train import _init_weights
+
+    source = _net(32, "tile+autocorr", seed=1)
+    target = tmp_path / "net"
+    target.mkdir()
+    source.save(target / "model.keras")
+    fresh = _net(32, "tile+autocorr", seed=2)
+    assert any(not np.array_equal(a, b) for a, b in zip(fresh.get_weights(), source.get_weights()))
+    weights = _init_weights(str(target if as_dir else target / "model.keras"), fresh, custom_objects())
+    fresh.set_weights(weights)
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 2)).astype(np.float32)
+    np.testing.assert_array_equal(fresh.predict(x, verbose=0), source.predict(x, verbose=0))
+
+
+def test_init_from_refuses_other_architecture_or_missing_file(tmp_path):
+    from maxitrack.model import custom_objects
+    from maxitrack.train import _init_weights
+
+    _net(32, "tile", seed=1).save(tmp_path / "tile_only.keras")
+    with pytest.raises(SystemExit, match="does not have the architecture"):
+        _init_weights(str(tmp_path / "tile_only.keras"), _net(32, "tile+autocorr", seed=2), custom_objects())
+    with pytest.raises(SystemExit, match="no such network"):
+        _init_weights(str(tmp_path / "none"), _net(32, "tile", seed=2), custom_objects())
