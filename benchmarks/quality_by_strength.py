@@ -1,0 +1,113 @@
+"""Held-out ROC AUC of a maximask network as a function of the contaminant's strength.
+
+The truth rule labels a pixel where a contaminant adds more than ``k_sigma`` (1) times the local
+noise (a quarter of it for the diffuse classes NEB and BBG). Many labelled pixels are therefore at
+the noise level, where no detector can rank them above clean pixels, and the pixel ROC AUC of
+:mod:`benchmarks.quality` mixes two questions: are the faint pixels found, and are the obvious ones?
+This benchmark separates them: for each class whose truth comes from an added signal (CR, HP, P,
+TRL, SP, NEB, BBG), the AUC of the positive pixels whose added signal exceeds S times the local noise
+(S = 0, 3, 10, 30) against *all* negative pixels of that class.
+
+Frames: 1024^2, the simulator's default mix, root seed ``quality.HELDOUT_SEED`` with spawn keys
+``(1, i)`` (disjoint from ``quality.py``'s ``(i,)`` and from every training stream). The network
+runs as the command runs it (:func:`maximask.engine.infer`). The signal-to-noise of each pixel is
+the contaminant's noise-free layer over the simulator's per-pixel noise, read from the simulator's
+debug output (``maximask.sim.frame._simulate(debug=...)``).
+
+Usage::
+
+    python benchmarks/quality_by_strength.py [--net-dir DIR] [--frames 16] [--out FILE.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from maximask.classes import INDEX
+from maximask.engine import infer
+from maximask.metrics import LOGIT_RANGE, BIN_WIDTH, class_metrics
+from maximask.network import Network
+from maximask.resources import default_net_dir
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import HELDOUT_SEED  # noqa: E402
+
+CLASSES = ("CR", "HP", "P", "TRL", "SP", "NEB", "BBG")
+STRENGTHS = (0, 3, 10, 30)
+SHAPE = (1024, 1024)
+
+
+def _bins(logits: np.ndarray) -> np.ndarray:
+    n_bins = int(round((LOGIT_RANGE[1] - LOGIT_RANGE[0]) / BIN_WIDTH))
+    idx = ((logits - LOGIT_RANGE[0]) * (1.0 / BIN_WIDTH)).astype(np.int64)
+    return np.clip(idx, 0, n_bins - 1), n_bins
+
+
+def main(argv=None) -> int:
+    from maximask.sim.config import make_config
+    from maximask.sim.frame import _simulate
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--net-dir", default=str(default_net_dir()))
+    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--out", default=None, help="JSON results")
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args(argv)
+
+    net = Network(args.net_dir, num_threads=args.threads)
+    cfg = make_config(None)
+    n_bins = int(round((LOGIT_RANGE[1] - LOGIT_RANGE[0]) / BIN_WIDTH))
+    pos = {c: np.zeros((len(STRENGTHS), n_bins), np.int64) for c in CLASSES}
+    neg = {c: np.zeros(n_bins, np.int64) for c in CLASSES}
+    t0 = time.time()
+    for i in range(args.frames):
+        debug = {}
+        rng = np.random.default_rng(np.random.SeedSequence(HELDOUT_SEED, spawn_key=(1, i)))
+        image, truth, _ = _simulate(SHAPE, rng, cfg, debug=debug)
+        logits = infer(image, net, batch_size=1, tile_transform=lambda lg: np.moveaxis(lg, -1, 0))
+        for c in CLASSES:
+            j = INDEX[c]
+            idx, _ = _bins(logits[j].ravel())
+            t = truth[j].ravel().astype(bool)
+            neg[c] += np.bincount(idx[~t], minlength=n_bins)
+            if not t.any():
+                continue
+            snr = (debug["layers"][c] / debug["sigma"]).ravel()[t]
+            for k, s in enumerate(STRENGTHS):
+                pos[c][k] += np.bincount(idx[t][snr > s], minlength=n_bins)
+    edges = LOGIT_RANGE[0] + BIN_WIDTH * np.arange(n_bins)
+    result = {"net_dir": args.net_dir, "model_id": net.model_id, "frames": args.frames, "frame_shape": list(SHAPE),
+              "seeds": f"root seed {HELDOUT_SEED}, spawn_key (1, i)", "strengths_sigma": list(STRENGTHS),
+              "command": "python benchmarks/quality_by_strength.py " + " ".join(sys.argv[1:] if argv is None else argv),
+              "classes": {}}
+    head = "| class | positive pixels | " + " | ".join(f"AUC S/N > {s}" if s else "AUC all" for s in STRENGTHS) + " |"
+    lines = [head, "|---|---:|" + "---:|" * len(STRENGTHS)]
+    for c in CLASSES:
+        n_all = int(pos[c][0].sum())
+        row = {}
+        cells = []
+        for k, s in enumerate(STRENGTHS):
+            m = class_metrics(pos[c][k], neg[c], edges)
+            row[str(s)] = {"n_pos": m["n_pos"], "auc": m["auc"]}
+            frac = m["n_pos"] / n_all if n_all else 0.0
+            cells.append("—" if m["auc"] is None or m["n_pos"] < 50 else f"{m['auc']:.4f} ({frac:.0%})")
+        result["classes"][c] = row
+        lines.append(f"| {c} | {n_all} | " + " | ".join(cells) + " |")
+    result["wall_s"] = round(time.time() - t0, 1)
+    table = "\n".join(lines) + "\n"
+    print(table)
+    print(f"({args.frames} frames, {result['wall_s']} s; in brackets: the share of the class's positive pixels)")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
