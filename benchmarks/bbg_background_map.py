@@ -22,16 +22,7 @@ import sys
 import numpy as np
 
 from maximask.normalize import background_maps
-
-
-def roc_auc(score: np.ndarray, label: np.ndarray) -> float:
-    """Mann-Whitney ROC AUC (ties broken by order; scores here are continuous)."""
-    order = np.argsort(score, kind="stable")
-    rank = np.empty(len(score))
-    rank[order] = np.arange(1, len(score) + 1)
-    n_pos = int(label.sum())
-    n_neg = len(label) - n_pos
-    return float((rank[label].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+from maxitrack.train import roc_auc
 
 
 def main(argv=None) -> int:

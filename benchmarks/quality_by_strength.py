@@ -31,7 +31,7 @@ import numpy as np
 
 from maximask.classes import INDEX
 from maximask.engine import infer
-from maximask.metrics import LOGIT_RANGE, BIN_WIDTH, class_metrics
+from maximask.metrics import ScoreHistogram, class_metrics
 from maximask.network import Network
 from maximask.resources import default_net_dir
 
@@ -41,12 +41,6 @@ from quality import HELDOUT_SEED  # noqa: E402
 CLASSES = ("CR", "HP", "P", "TRL", "SP", "NEB", "BBG")
 STRENGTHS = (0, 3, 10, 30)
 SHAPE = (1024, 1024)
-
-
-def _bins(logits: np.ndarray) -> np.ndarray:
-    n_bins = int(round((LOGIT_RANGE[1] - LOGIT_RANGE[0]) / BIN_WIDTH))
-    idx = ((logits - LOGIT_RANGE[0]) * (1.0 / BIN_WIDTH)).astype(np.int64)
-    return np.clip(idx, 0, n_bins - 1), n_bins
 
 
 def main(argv=None) -> int:
@@ -62,9 +56,9 @@ def main(argv=None) -> int:
 
     net = Network(args.net_dir, num_threads=args.threads)
     cfg = make_config(None)
-    n_bins = int(round((LOGIT_RANGE[1] - LOGIT_RANGE[0]) / BIN_WIDTH))
-    pos = {c: np.zeros((len(STRENGTHS), n_bins), np.int64) for c in CLASSES}
-    neg = {c: np.zeros(n_bins, np.int64) for c in CLASSES}
+    # one histogram per class and strength: its positives are the class's pixels above that S/N,
+    # its negatives all of the class's negative pixels
+    hists = {c: [ScoreHistogram(1) for _ in STRENGTHS] for c in CLASSES}
     t0 = time.time()
     for i in range(args.frames):
         debug = {}
@@ -73,15 +67,10 @@ def main(argv=None) -> int:
         logits = infer(image, net, batch_size=1, tile_transform=lambda lg: np.moveaxis(lg, -1, 0))
         for c in CLASSES:
             j = INDEX[c]
-            idx, _ = _bins(logits[j].ravel())
-            t = truth[j].ravel().astype(bool)
-            neg[c] += np.bincount(idx[~t], minlength=n_bins)
-            if not t.any():
-                continue
-            snr = (debug["layers"][c] / debug["sigma"]).ravel()[t]
-            for k, s in enumerate(STRENGTHS):
-                pos[c][k] += np.bincount(idx[t][snr > s], minlength=n_bins)
-    edges = LOGIT_RANGE[0] + BIN_WIDTH * np.arange(n_bins)
+            t = truth[j].astype(bool)
+            snr = debug["layers"][c] / debug["sigma"] if c in debug["layers"] else np.zeros(t.shape, np.float32)
+            for s, hist in zip(STRENGTHS, hists[c]):
+                hist.add(logits[j : j + 1], truth[j : j + 1], valid=~t | (snr > s))
     result = {"net_dir": args.net_dir, "model_id": net.model_id, "frames": args.frames, "frame_shape": list(SHAPE),
               "seeds": f"root seed {HELDOUT_SEED}, spawn_key (1, i)", "strengths_sigma": list(STRENGTHS),
               "command": "python benchmarks/quality_by_strength.py " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -89,11 +78,11 @@ def main(argv=None) -> int:
     head = "| class | positive pixels | " + " | ".join(f"AUC S/N > {s}" if s else "AUC all" for s in STRENGTHS) + " |"
     lines = [head, "|---|---:|" + "---:|" * len(STRENGTHS)]
     for c in CLASSES:
-        n_all = int(pos[c][0].sum())
+        n_all = int(hists[c][0].pos.sum())
         row = {}
         cells = []
-        for k, s in enumerate(STRENGTHS):
-            m = class_metrics(pos[c][k], neg[c], edges)
+        for s, hist in zip(STRENGTHS, hists[c]):
+            m = class_metrics(hist.pos[0], hist.neg[0], hist.edges)
             row[str(s)] = {"n_pos": m["n_pos"], "auc": m["auc"]}
             frac = m["n_pos"] / n_all if n_all else 0.0
             cells.append("—" if m["auc"] is None or m["n_pos"] < 50 else f"{m['auc']:.4f} ({frac:.0%})")
