@@ -100,14 +100,15 @@ class NetworkMetadata:
         return dataclasses.asdict(self)
 
 
-def _check_refinement(refinement: dict, tile_size: int) -> None:
-    """ValueError unless the strips of ``refinement`` (rows, halo, block) tile a tile exactly."""
+def _check_refinement(refinement: dict, tile_size: int) -> tuple[int, int, int]:
+    """The strips' ``(rows, halo, block)``; ValueError (TypeError) unless they tile a tile exactly."""
     if not isinstance(refinement, dict):
         raise TypeError(f"refinement must be an object, not {refinement!r}")
     rows, halo, block = (int(refinement.get(k, d)) for k, d in (("rows", None), ("halo", 4), ("block", 4)))
     if min(rows, halo, block) <= 0 or rows % block or halo % block or tile_size % rows:
         raise ValueError(f"refinement strips of {rows} rows (halo {halo}, block {block}) do not tile "
                          f"{tile_size}-px tiles")
+    return rows, halo, block
 
 
 def weights_hash(path: str | os.PathLike, *more: str | os.PathLike) -> str:
@@ -241,10 +242,7 @@ class _StripRefinement:
     """
 
     def __init__(self, interpreter, refinement: dict, tile_size: int, n_classes: int):
-        self.rows = int(refinement["rows"])
-        self.halo = int(refinement.get("halo", 4))
-        self.block = int(refinement.get("block", 4))
-        _check_refinement(refinement, tile_size)
+        self.rows, self.halo, self.block = _check_refinement(refinement, tile_size)
         self.tile_size = tile_size
         self.n_classes = n_classes
         self._it = interpreter
