@@ -124,6 +124,9 @@ def main(argv=None):
     p.add_argument("--thresh-file", default=str(default_config_dir() / "classes.thresh"))
     p.add_argument("--priors-file", default=str(default_config_dir() / "classes.priors"))
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--valid-seed", type=int, default=None,
+                   help="with --thresholds: root seed of the validation stream (default: the network's "
+                        "training seed, from its metadata); to score two networks on the same frames")
     args = p.parse_args(argv)
 
     net = Network(args.net_dir, num_threads=args.threads)
@@ -131,7 +134,9 @@ def main(argv=None):
     if args.thresholds:
         from maximask.train import DEFAULT_SEED, VALID, frame_seed
 
-        seed = int(net.metadata.extra.get("seed", DEFAULT_SEED))
+        seed = args.valid_seed
+        if seed is None:
+            seed = int(net.metadata.extra.get("seed", DEFAULT_SEED))
         n = args.frames or N_VALID_FRAMES
         seqs = [frame_seed(seed, VALID, 1000 + i) for i in range(n)]
         shape, what = VALID_SHAPE, f"validation stream: seed {seed}, spawn_key (1, 1000 + i)"
