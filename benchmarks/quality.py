@@ -14,7 +14,16 @@ the training loop only monitors) and writes ``data/configs/classes.thresh``: for
 threshold on the prior-modified probability that maximises the F1 score on the validation pixels,
 i.e. ``t = sigmoid(L* + log odds(prior) - log odds(training prior))`` where ``L*`` is the
 F1-optimal threshold on the raw logits and the priors are those of ``data/configs/classes.priors``;
-a class whose validation ROC AUC is below ``MIN_AUC`` (0.6) gets 1, never flagged.
+a class whose validation ROC AUC is below ``MIN_AUC`` (0.6) gets 1, never flagged. This is the
+rule of the shipped thresholds. ``--valid-seed`` names one or more validation seeds (``--frames``
+frames of each).
+
+``--rule frame-cap`` (or ``pooled-cap``) applies instead the capped rule under study,
+:func:`maximask.metrics.mask_logit_threshold`: the F1-optimal logit, raised where needed so that in
+at least 95 % of the validation frames (``pooled-cap``: over all validation pixels) at most 1 % of
+the pixels without the class are flagged; 1 (never flagged) where the capped mask flags its pixels
+fewer than 5 times as often as clean ones; BG, the class of clean pixels, keeps the F1 optimum.
+See docs/MODEL.md, "Thresholds", for what it gave.
 
 Usage::
 
@@ -34,7 +43,8 @@ import numpy as np
 
 from maximask.classes import ABBRS
 from maximask.engine import infer
-from maximask.metrics import ScoreHistogram, all_metrics
+from maximask.metrics import (FRAME_QUANTILE, MAX_CLEAN_FLAGGED, MIN_LIFT, ScoreHistogram, all_metrics,
+                              mask_logit_threshold)
 from maximask.network import Network
 from maximask.resources import default_config_dir, default_net_dir
 
@@ -54,15 +64,53 @@ def frames(seed_seqs, shape):
         yield image, truth
 
 
-def score(network, frame_iter):
-    """Accumulate the network's logits against the truth of each frame."""
+def score(network, frame_iter, per_frame=False):
+    """Accumulate the network's logits against the truth of each frame.
+
+    Returns the histogram of all frames, the number of frames and, with ``per_frame``, the negative
+    pixels' histograms of each frame, shape (n_frames, n_classes, n_bins) (int32; ~1.8 MB a frame).
+    """
     hist = ScoreHistogram(len(network.metadata.classes))
-    n = 0
+    neg_frames, n = [], 0
     for image, truth in frame_iter:
         logits = infer(image, network, batch_size=1, tile_transform=lambda lg: np.moveaxis(lg, -1, 0))
-        hist.add(logits, truth)
+        one = ScoreHistogram(len(network.metadata.classes))
+        one.add(logits, truth)
+        hist.merge(one)
+        if per_frame:
+            neg_frames.append(one.neg.astype(np.int32))
         n += 1
-    return hist, n
+    return hist, n, (np.array(neg_frames) if per_frame else None)
+
+
+def mask_scores(hist: ScoreHistogram, names, thresholds, training_priors, priors) -> dict:
+    """F1, true- and false-positive rates of the masks that probability thresholds give.
+
+    Parameters
+    ----------
+    hist : ScoreHistogram
+        Logits against the truth.
+    names : sequence of str
+    thresholds, training_priors, priors : array_like, shape (14,)
+        Thresholds on the prior-modified probability (as in ``classes.thresh``), and the priors.
+
+    Returns
+    -------
+    dict
+        Per class: ``f1``, ``tpr``, ``fpr`` (None without positive pixels).
+    """
+    from maximask.postprocess import logit_thresholds, prior_shift
+
+    logit = logit_thresholds(np.asarray(thresholds, float), prior_shift(training_priors, priors))
+    out = {}
+    for c, name in enumerate(names):
+        pos, neg = hist.pos[c], hist.neg[c]
+        k = int(np.searchsorted(hist.edges, logit[c] - 1e-9)) if np.isfinite(logit[c]) else len(pos)
+        tp, fp = int(pos[k:].sum()), int(neg[k:].sum())
+        n_pos, n_neg = int(pos.sum()), int(neg.sum())
+        out[name] = {"f1": 2 * tp / (tp + n_pos + fp) if n_pos else None,
+                     "tpr": tp / n_pos if n_pos else None, "fpr": fp / max(n_neg, 1)}
+    return out
 
 
 def markdown_table(metrics: dict) -> str:
@@ -113,6 +161,45 @@ def choose_thresholds(metrics: dict, training_priors, priors) -> np.ndarray:
 MIN_AUC = 0.6
 
 
+def capped_thresholds(hist: ScoreHistogram, neg_frames, names, training_priors, priors):
+    """Thresholds of the capped rule (under study), on prior-modified probabilities.
+
+    Parameters
+    ----------
+    hist : ScoreHistogram
+        Validation logits against the truth.
+    neg_frames : ndarray, int, shape (n_frames, 14, n_bins)
+        Histograms of the negative pixels, frame by frame (one "frame", all pixels: pooled cap).
+    names : sequence of str
+        Class abbreviations, in output order.
+    training_priors, priors : array_like, shape (14,)
+
+    Returns
+    -------
+    thresholds : ndarray, float64, shape (14,)
+        Probability thresholds for ``classes.thresh``: 0.5 for a class absent from the validation
+        set, 1 (never flagged) for a class the rule rejects.
+    details : dict
+        Per class, the output of :func:`maximask.metrics.mask_logit_threshold` and the threshold.
+    """
+    from maximask.postprocess import prior_shift
+
+    shift = prior_shift(training_priors, priors)
+    out = np.full(len(names), 0.5)
+    details = {}
+    for c, name in enumerate(names):
+        if name == "BG":  # clean pixels: no cost to cap, the F1 optimum is the mask
+            d = mask_logit_threshold(hist.pos[c], neg_frames[:, c], hist.edges, max_fpr=1.0, min_lift=0.0)
+        else:
+            d = mask_logit_threshold(hist.pos[c], neg_frames[:, c], hist.edges)
+        if d["logit"] is not None:
+            out[c] = 1.0 / (1.0 + np.exp(-(d["logit"] + shift[c])))
+        elif d["branch"] != "empty":
+            out[c] = 1.0
+        details[name] = dict(d, threshold=float(out[c]))
+    return out, details
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--net-dir", default=str(default_net_dir()))
@@ -124,27 +211,32 @@ def main(argv=None):
     p.add_argument("--thresh-file", default=str(default_config_dir() / "classes.thresh"))
     p.add_argument("--priors-file", default=str(default_config_dir() / "classes.priors"))
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--valid-seed", type=int, default=None,
-                   help="with --thresholds: root seed of the validation stream (default: the network's "
-                        "training seed, from its metadata); to score two networks on the same frames")
+    p.add_argument("--rule", default="f1", choices=("f1", "frame-cap", "pooled-cap"),
+                   help="with --thresholds: the shipped F1 rule (default) or the capped rule under study")
+    p.add_argument("--score-thresh", nargs="+", default=None, metavar="FILE",
+                   help="on the validation frames: F1, TPR and FPR of the masks of these classes.thresh "
+                        "files (with the priors of --priors-file)")
+    p.add_argument("--valid-seed", type=int, nargs="+", default=None,
+                   help="with --thresholds: root seed(s) of the validation streams, --frames frames of "
+                        "each (default: the network's training seed, from its metadata); to score two "
+                        "networks on the same frames")
     args = p.parse_args(argv)
 
     net = Network(args.net_dir, num_threads=args.threads)
     t0 = time.time()
-    if args.thresholds:
+    if args.thresholds or args.score_thresh:
         from maximask.train import DEFAULT_SEED, VALID, frame_seed
 
-        seed = args.valid_seed
-        if seed is None:
-            seed = int(net.metadata.extra.get("seed", DEFAULT_SEED))
+        seeds = args.valid_seed or [int(net.metadata.extra.get("seed", DEFAULT_SEED))]
         n = args.frames or N_VALID_FRAMES
-        seqs = [frame_seed(seed, VALID, 1000 + i) for i in range(n)]
-        shape, what = VALID_SHAPE, f"validation stream: seed {seed}, spawn_key (1, 1000 + i)"
+        seqs = [frame_seed(seed, VALID, 1000 + i) for seed in seeds for i in range(n)]
+        shape = VALID_SHAPE
+        what = f"validation streams: seeds {seeds}, spawn_key (1, 1000 + i), i < {n}"
     else:
         n = args.frames or N_FRAMES
         seqs = [np.random.SeedSequence(HELDOUT_SEED, spawn_key=(i,)) for i in range(n)]
         shape, what = FRAME_SHAPE, f"held-out: root seed {HELDOUT_SEED}, spawn_key (i,)"
-    hist, n_done = score(net, frames(seqs, shape))
+    hist, n_done, neg_frames = score(net, frames(seqs, shape), per_frame=args.rule == "frame-cap")
     metrics = all_metrics(hist, list(net.metadata.classes))
     result = {
         "net_dir": str(args.net_dir),
@@ -156,14 +248,38 @@ def main(argv=None):
         "command": "python benchmarks/quality.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "metrics": metrics,
     }
+    if args.score_thresh:
+        from maximask.config import read_priors, read_thresholds
+
+        result["mask_scores"] = {
+            f: mask_scores(hist, list(net.metadata.classes), read_thresholds(f), net.metadata.training_priors,
+                           read_priors(args.priors_file))
+            for f in args.score_thresh}
+        for f, sc in result["mask_scores"].items():
+            print(f, " ".join(f"{k} {v['f1']:.3f}" for k, v in sc.items() if v["f1"] is not None))
     if args.thresholds:
         from maximask.config import read_priors
 
         priors = read_priors(args.priors_file)
-        thr = choose_thresholds(metrics, net.metadata.training_priors, priors)
-        result["rule"] = ("per class, the F1-maximising threshold on the validation pixels, "
-                          "expressed on the probability after prior modification with classes.priors; "
-                          f"1 (never flagged) for a class whose validation ROC AUC is below {MIN_AUC}")
+        if args.rule == "f1":
+            thr = choose_thresholds(metrics, net.metadata.training_priors, priors)
+            result["rule"] = ("per class, the F1-maximising threshold on the validation pixels, "
+                              "expressed on the probability after prior modification with classes.priors; "
+                              f"1 (never flagged) for a class whose validation ROC AUC is below {MIN_AUC}")
+        else:
+            if neg_frames is None:
+                neg_frames = hist.neg[None]
+            thr, details = capped_thresholds(hist, neg_frames, list(net.metadata.classes),
+                                             net.metadata.training_priors, priors)
+            cap_on = "frame's" if args.rule == "frame-cap" else "validation"
+            within = f"in at least {FRAME_QUANTILE} of the frames " if args.rule == "frame-cap" else ""
+            result["rule"] = ("per class, the F1-maximising threshold on the validation pixels, raised "
+                              f"where needed so that {within}at most {MAX_CLEAN_FLAGGED} of the {cap_on} "
+                              "pixels without the class are flagged; 1 (never flagged) where the "
+                              f"true-positive rate is then below {MIN_LIFT} times the false-positive rate; "
+                              "BG: the F1 optimum; expressed on the probability after prior modification "
+                              "with classes.priors")
+            result["threshold_details"] = details
         result["priors"] = dict(zip(ABBRS, map(float, priors)))
         result["thresholds"] = dict(zip(ABBRS, map(float, thr)))
         lines = [f"{a} {t:.6g}" for a, t in zip(ABBRS, thr)]

@@ -112,3 +112,81 @@ def class_metrics(pos: np.ndarray, neg: np.ndarray, edges: np.ndarray) -> dict:
 def all_metrics(hist: ScoreHistogram, names) -> dict:
     """:func:`class_metrics` for every class of a histogram, keyed by class name."""
     return {n: class_metrics(hist.pos[c], hist.neg[c], hist.edges) for c, n in enumerate(names)}
+
+
+
+#: Default-mask rule: in a validation frame, at most this fraction of the pixels without a class may
+#: be flagged as it ...
+MAX_CLEAN_FLAGGED = 0.01
+#: ... in at least this fraction of the validation frames.
+FRAME_QUANTILE = 0.95
+#: Default-mask rule: a mask must flag a contaminated pixel at least this many times as often as a
+#: clean one (true-positive rate / false-positive rate), or the class is not flagged at all.
+MIN_LIFT = 5.0
+
+
+def mask_logit_threshold(pos: np.ndarray, neg_frames: np.ndarray, edges: np.ndarray,
+                         max_fpr: float = MAX_CLEAN_FLAGGED, frame_quantile: float = FRAME_QUANTILE,
+                         min_lift: float = MIN_LIFT) -> dict:
+    """Logit threshold of a class's default mask, chosen on validation histograms.
+
+    The threshold maximising the F1 score over all validation pixels, raised where needed so that in
+    at least ``frame_quantile`` of the validation frames at most ``max_fpr`` of the frame's pixels
+    without the class are flagged. The F1 optimum alone depends on how much of the class the sample
+    holds (frames rich in cosmic rays pull the cosmic-ray threshold down), and for a class the
+    network barely separates it flags most of a frame; false positives gather in some frames (bright
+    nebulae, sky lines), so the cap is set frame by frame, which bounds what a mask costs on most
+    frames rather than on average. If the capped mask flags contaminated pixels fewer than
+    ``min_lift`` times as often as clean ones, it is little better than flagging pixels at random:
+    the class gets no threshold (never flagged).
+
+    Parameters
+    ----------
+    pos : ndarray, int, shape (n_bins,)
+        Counts of positive pixels per logit bin, all frames.
+    neg_frames : ndarray, int, shape (n_frames, n_bins)
+        Counts of negative pixels per logit bin, frame by frame.
+    edges : ndarray, float, shape (n_bins,)
+        Lower logit edge of each bin; a pixel is flagged when its logit >= the threshold.
+    max_fpr : float
+        Largest fraction of a frame's negative pixels flagged.
+    frame_quantile : float
+        Least fraction of the frames that must respect ``max_fpr``.
+    min_lift : float
+        Least ratio of the true- to the false-positive rate (all frames); 0 disables it.
+
+    Returns
+    -------
+    dict
+        ``logit`` (None: never flag, or no positive/negative pixel), ``branch`` ("f1", "frame cap",
+        "lift" or "empty"), and the ``tpr``, ``fpr``, ``lift`` and ``f1`` over all frames, and the
+        fraction of frames within the cap (``frames_within_cap``), at the capped threshold.
+    """
+    neg_frames = np.atleast_2d(neg_frames)
+    neg = neg_frames.sum(axis=0)
+    n_pos, n_neg = int(pos.sum()), int(neg.sum())
+    empty = {"logit": None, "tpr": None, "fpr": None, "lift": None, "f1": None, "frames_within_cap": None}
+    if n_pos == 0 or n_neg == 0:
+        return dict(empty, branch="empty")
+    tp = np.cumsum(pos[::-1])[::-1].astype(np.float64)
+    fp = np.cumsum(neg[::-1])[::-1].astype(np.float64)
+    f1 = np.where(tp > 0, 2 * tp / (2 * tp + (n_pos - tp) + fp), 0.0)
+    k = int(np.argmax(f1))
+    branch = "f1"
+    # per frame, the fraction of its negatives at or above each threshold (non-increasing in the bin)
+    fp_frames = np.cumsum(neg_frames[:, ::-1], axis=1)[:, ::-1]
+    n_neg_frames = np.maximum(neg_frames.sum(axis=1, keepdims=True), 1)
+    within = (fp_frames / n_neg_frames <= max_fpr).mean(axis=0)
+    ok = within >= frame_quantile
+    if not ok.any():  # even the highest logit bin flags too many clean pixels in too many frames
+        return dict(empty, branch="frame cap")
+    k_cap = int(np.argmax(ok))  # the lowest threshold within the cap
+    if k_cap > k:
+        k, branch = k_cap, "frame cap"
+    tpr, fpr = tp[k] / n_pos, fp[k] / n_neg
+    lift = np.inf if fpr == 0 else tpr / fpr
+    out = {"logit": float(edges[k]), "branch": branch, "tpr": float(tpr), "fpr": float(fpr),
+           "lift": float(lift), "f1": float(f1[k]), "frames_within_cap": float(within[k])}
+    if lift < min_lift:
+        out.update(logit=None, branch="lift")
+    return out

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from maximask.classes import ABBRS
-from maximask.metrics import ScoreHistogram, class_metrics
+from maximask.metrics import ScoreHistogram, class_metrics, mask_logit_threshold
 from maximask.model import Architecture, receptive_field, required_margin
 from maximask.resources import default_net_dir
 
@@ -108,6 +108,70 @@ def test_metrics_from_histograms():
     assert m["n_pos"] == truth.sum()
     assert 0 < m["best_f1"] <= 1
 
+
+
+def _histogram(pos_logits, neg_logits):
+    logits = np.concatenate([pos_logits, neg_logits]).astype(np.float32)[None, None, :]
+    truth = np.concatenate([np.ones(len(pos_logits)), np.zeros(len(neg_logits))])[None, None, :]
+    hist = ScoreHistogram(1)
+    hist.add(logits, truth)
+    return hist.pos[0], hist.neg[0], hist.edges
+
+
+def test_mask_threshold_separable_class_is_f1_optimum():
+    rng = np.random.default_rng(5)
+    pos, neg, edges = _histogram(rng.normal(4, 1, 2000), rng.normal(-4, 1, 200_000))
+    d = mask_logit_threshold(pos, neg, edges)
+    assert d["branch"] == "f1"
+    assert d["logit"] == pytest.approx(class_metrics(pos, neg, edges)["best_f1_logit"])
+    assert d["fpr"] <= 0.01 and d["tpr"] > 0.9
+
+
+def test_mask_threshold_capped_at_one_percent_of_clean_pixels_of_a_frame():
+    # a common, weakly separated class: the F1 optimum flags most clean pixels
+    rng = np.random.default_rng(6)
+    pos, neg, edges = _histogram(rng.normal(1.0, 1, 50_000), rng.normal(0, 1, 100_000))
+    k_f1 = int(np.searchsorted(edges, class_metrics(pos, neg, edges)["best_f1_logit"] - 1e-9))
+    assert neg[k_f1:].sum() / neg.sum() > 0.1
+    d = mask_logit_threshold(pos, neg, edges)
+    assert d["branch"] == "frame cap"
+    assert d["fpr"] <= 0.01
+    # the lowest threshold within the cap: one bin lower exceeds it
+    k = int(np.searchsorted(edges, d["logit"] - 1e-9))
+    assert neg[k - 1:].sum() / neg.sum() > 0.01
+    assert d["lift"] > 5
+
+
+def test_mask_threshold_caps_frames_where_false_positives_gather():
+    # ten frames; in one, many clean pixels score high (a bright nebula under the cosmic-ray class)
+    rng = np.random.default_rng(8)
+    pos = _histogram(rng.normal(3, 1, 5000), np.array([]))[0]
+    negs = [_histogram(np.array([]), rng.normal(-4, 1, 100_000))[1] for _ in range(9)]
+    negs.append(_histogram(np.array([]), np.concatenate([rng.normal(-4, 1, 90_000),
+                                                         rng.normal(2, 0.5, 10_000)]))[1])
+    edges = ScoreHistogram(1).edges
+    neg_frames = np.array(negs)
+    pooled = mask_logit_threshold(pos, neg_frames.sum(axis=0), edges)  # one "frame": pooled cap
+    per_frame = mask_logit_threshold(pos, neg_frames, edges)
+    assert pooled["branch"] == "f1" and per_frame["branch"] == "frame cap"
+    assert per_frame["logit"] > pooled["logit"]
+    flagged = neg_frames[:, int(np.searchsorted(edges, per_frame["logit"] - 1e-9)):].sum(axis=1) / 100_000
+    assert (flagged <= 0.01).all() and per_frame["frames_within_cap"] == 1.0
+    # 90 % of the frames within the cap is enough at frame_quantile 0.9: the pooled optimum stands
+    assert mask_logit_threshold(pos, neg_frames, edges, frame_quantile=0.9)["logit"] == pooled["logit"]
+
+
+def test_mask_threshold_refuses_a_class_the_network_cannot_separate():
+    rng = np.random.default_rng(7)
+    pos, neg, edges = _histogram(rng.normal(0.2, 1, 50_000), rng.normal(0, 1, 100_000))
+    d = mask_logit_threshold(pos, neg, edges)
+    assert d["logit"] is None and d["branch"] == "lift"
+    assert mask_logit_threshold(pos, neg, edges, min_lift=0)["logit"] is not None
+
+
+def test_mask_threshold_without_positives():
+    pos, neg, edges = _histogram(np.array([]), np.zeros(10))
+    assert mask_logit_threshold(pos, neg, edges)["branch"] == "empty"
 
 SHIPPED = default_net_dir()
 
