@@ -74,11 +74,13 @@ def score(network, frame_iter, per_frame=False):
     neg_frames, n = [], 0
     for image, truth in frame_iter:
         logits = infer(image, network, batch_size=1, tile_transform=lambda lg: np.moveaxis(lg, -1, 0))
-        one = ScoreHistogram(len(network.metadata.classes))
-        one.add(logits, truth)
-        hist.merge(one)
         if per_frame:
+            one = ScoreHistogram(len(network.metadata.classes))
+            one.add(logits, truth)
+            hist.merge(one)
             neg_frames.append(one.neg.astype(np.int32))
+        else:
+            hist.add(logits, truth)
         n += 1
     return hist, n, (np.array(neg_frames) if per_frame else None)
 

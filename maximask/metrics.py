@@ -59,6 +59,14 @@ class ScoreHistogram:
         self.neg += other.neg
 
 
+def _counts_above(pos: np.ndarray, neg: np.ndarray):
+    """True and false positives, and F1, with the threshold at each bin's lower edge (float64)."""
+    tp = np.cumsum(pos[::-1])[::-1].astype(np.float64)
+    fp = np.cumsum(neg[::-1])[::-1].astype(np.float64)
+    f1 = np.where(tp > 0, 2 * tp / (tp + pos.sum() + fp), 0.0)
+    return tp, fp, f1
+
+
 def class_metrics(pos: np.ndarray, neg: np.ndarray, edges: np.ndarray) -> dict:
     """Detection metrics of one class from its score histograms.
 
@@ -84,9 +92,7 @@ def class_metrics(pos: np.ndarray, neg: np.ndarray, edges: np.ndarray) -> dict:
         out.update({"auc": None, "tpr_at_fpr_1e-3": None, "tpr_at_fpr_1e-2": None, "ap": None,
                     "best_f1": None, "best_f1_logit": None})
         return out
-    # thresholds at each bin's lower edge, from the highest: counts of pixels >= threshold
-    tp = np.cumsum(pos[::-1])[::-1].astype(np.float64)
-    fp = np.cumsum(neg[::-1])[::-1].astype(np.float64)
+    tp, fp, f1 = _counts_above(pos, neg)
     tpr = tp / n_pos
     fpr = fp / n_neg
     # ROC AUC = P(score_pos > score_neg) + 0.5 P(tie within a bin)
@@ -101,7 +107,6 @@ def class_metrics(pos: np.ndarray, neg: np.ndarray, edges: np.ndarray) -> dict:
     recall = tpr
     d_recall = recall - np.concatenate([recall[1:], [0.0]])
     res["ap"] = float((d_recall * precision).sum())
-    f1 = np.where(tp > 0, 2 * tp / (2 * tp + (n_pos - tp) + fp), 0.0)
     k = int(np.argmax(f1))
     res["best_f1"] = float(f1[k])
     res["best_f1_logit"] = float(edges[k])
@@ -168,9 +173,7 @@ def mask_logit_threshold(pos: np.ndarray, neg_frames: np.ndarray, edges: np.ndar
     empty = {"logit": None, "tpr": None, "fpr": None, "lift": None, "f1": None, "frames_within_cap": None}
     if n_pos == 0 or n_neg == 0:
         return dict(empty, branch="empty")
-    tp = np.cumsum(pos[::-1])[::-1].astype(np.float64)
-    fp = np.cumsum(neg[::-1])[::-1].astype(np.float64)
-    f1 = np.where(tp > 0, 2 * tp / (2 * tp + (n_pos - tp) + fp), 0.0)
+    tp, fp, f1 = _counts_above(pos, neg)
     k = int(np.argmax(f1))
     branch = "f1"
     # per frame, the fraction of its negatives at or above each threshold (non-increasing in the bin)
