@@ -11,10 +11,11 @@ half of them with a tracking error. Each frame is scored by the code the command
 training prior (the benchmark is balanced like the training set), so that "accuracy at 0.5" is the
 accuracy of the calibrated posterior.
 
-Reported: ROC AUC, accuracy at 0.5, TPR at FPR 1 % and 5 %, FPR at TPR 95 %; TPR by error kind and
-by path extent; FPR on hard negatives (bad seeing, coma, trails, crowding, cosmic rays, saturation
-and bleed trails); and the effect of the number of tiles per frame on AUC (the tiles are ranked once,
-the first k are used). The prepared tiles are cached under ``--work`` (``--prepare-only`` builds the
+Reported: ROC AUC, accuracy at 0.5, log-loss of the calibrated score (how trustworthy its
+probabilities are), TPR at FPR 1 % and 5 %, FPR at TPR 95 %; TPR by error kind and by path extent;
+FPR on hard negatives (bad seeing, coma, trails, crowding, cosmic rays, saturation and bleed trails);
+and the effect of the number of tiles per frame on AUC (the tiles are ranked once, the first k are
+used). The prepared tiles are cached under ``--work`` (``--prepare-only`` builds the
 cache without a network), so that the tables can be remade for another network in a minute.
 """
 
@@ -29,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from maxitrack.scoring import field_logit, sigmoid
-from maxitrack.train import frame_rng, roc_auc
+from maxitrack.train import frame_rng, log_loss, roc_auc
 
 
 def tpr_at_fpr(score, label, fpr):
@@ -152,8 +153,8 @@ def main(argv=None) -> int:
         f"{n_tiles} tiles per frame, scores at the training prior {pi:.3f}",
         "",
         table(
-            [[f"{auc:.4f}", f"{acc:.4f}", f"{t1:.4f}", f"{t5:.4f}", f"{f95:.4f}"]],
-            ["ROC AUC", "accuracy at 0.5", "TPR at FPR 1%", "TPR at FPR 5%", "FPR at TPR 95%"],
+            [[f"{auc:.4f}", f"{acc:.4f}", f"{log_loss(z, y):.4f}", f"{t1:.4f}", f"{t5:.4f}", f"{f95:.4f}"]],
+            ["ROC AUC", "accuracy at 0.5", "log-loss", "TPR at FPR 1%", "TPR at FPR 5%", "FPR at TPR 95%"],
         ),
         "",
         "TPR by error kind (at p >= 0.5, and at the FPR-1% threshold):",
@@ -201,7 +202,7 @@ def main(argv=None) -> int:
               table(rows, ["negatives", "frames", "FPR at 0.5", "FPR at FPR-1% thr.", "FPR at TPR-95% thr."]), ""]
     n_cells = min(len(r["tile_logits"]) for r in recs)
     rows = []
-    for k in sorted({1, 2, 4, 8, n_tiles, 16, 32, n_cells}):
+    for k in sorted({1, 2, 4, 8, 12, n_tiles, 16, 32, 64, n_cells}):
         if k <= n_cells:
             zk = scores(k)
             rows.append([k if k < n_cells else f"{k} (all)", f"{roc_auc(zk, y):.4f}", f"{tpr_at_fpr(zk, y, 0.01)[0]:.4f}",

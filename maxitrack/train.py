@@ -28,7 +28,8 @@ Phases, each resumable (rerun the same command after an interruption):
    (``WORK/best.keras``).
 3. **Calibration.** On the validation frames the mean tile logit of each frame
    (:func:`maxitrack.scoring.field_logit`) is mapped to a calibrated logit by one-variable logistic
-   regression (Platt scaling).
+   regression (Platt scaling). ``--calibration-size`` and ``--calibration-tiles`` fit it on validation
+   frames of another size with as many tiles as the command averages (``--inference-tiles``).
 4. **Export** to ``--out`` with :func:`maximask.network.save_network` (LiteRT model, Keras model,
    metadata with the training prior, the tile selection, the calibration and this command).
 """
@@ -202,7 +203,8 @@ def roc_auc(score: np.ndarray, label: np.ndarray) -> float:
     return float((r[label].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
-def _bce(logits: np.ndarray, y: np.ndarray) -> float:
+def log_loss(logits: np.ndarray, y: np.ndarray) -> float:
+    """Mean binary cross-entropy (nats) of labels ``y`` (0/1) under logits, overflow-safe."""
     z = np.asarray(logits, np.float64).ravel()
     y = np.asarray(y, np.float64).ravel()
     return float(np.mean(np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))))
@@ -255,6 +257,12 @@ def parse_args(argv=None):
                          ".keras file of the tile network) instead of a random initialisation")
     ap.add_argument("--inference-tiles", type=int, default=DEFAULT_SELECTION["n_tiles"],
                     help="tiles per HDU used by the command (stored in the metadata)")
+    ap.add_argument("--calibration-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                    help="size of the validation frames the calibration is fitted on (default: --frame-size)")
+    ap.add_argument("--calibration-tiles", type=int, default=None,
+                    help="tiles per calibration frame (default: --tiles-per-frame); the calibration fits the "
+                         "mean of this many tile logits, so it should match --inference-tiles where the "
+                         "calibration frames have that many cells")
     return ap.parse_args(argv)
 
 
@@ -374,8 +382,8 @@ def main(argv=None) -> int:
         rec = {
             "epoch": epoch + 1,
             "train_loss": float(np.mean(losses)),
-            "val_tile_loss": _bce(zv, val["label"]),
-            "val_frame_loss": _bce(mean_z, yv),
+            "val_tile_loss": log_loss(zv, val["label"]),
+            "val_frame_loss": log_loss(mean_z, yv),
             "val_frame_auc": roc_auc(mean_z, yv),
             "seconds": round(time.time() - t0, 1),
         }
@@ -389,12 +397,24 @@ def main(argv=None) -> int:
         log(f"epoch {rec}" + (" (best)" if is_best else ""))
 
     model = keras.models.load_model(best, custom_objects=custom_objects())
+    # The calibration maps the mean of the tile logits that the command averages: the mean of 32
+    # tiles is less noisy than that of 4, so it is fitted with the tile count of inference where
+    # --calibration-* say so (validation frames of the same seed and split, at another size).
+    cal_shape = tuple(args.calibration_size) if args.calibration_size else shape
+    cal_k = args.calibration_tiles or k
+    if (cal_shape, cal_k) != (shape, k):
+        cal = make_tiles(work, "val", args.val_frames, args.seed, cal_shape, tile,
+                         dict(DEFAULT_SELECTION, n_tiles=cal_k), log=log)
+        x_val = network_input(cal["tiles"].astype(np.float32)[..., None], args.input)
+        yv_frames = np.array([r["label"] for r in cal["records"]])
+        val = cal
     zv = model.predict(x_val, batch_size=128, verbose=0).ravel()
     frames, mean_z = frame_mean_logits(zv, val["frame"])
     yv = yv_frames[frames]
     calibration = fit_platt(mean_z, yv)
+    calibration["fitted_on"] = f"{len(frames)} validation frames {cal_shape[0]}x{cal_shape[1]}, {cal_k} tiles each"
     cal_z = np.array([field_logit([z], calibration) for z in mean_z])
-    log(f"calibration {calibration}; validation frame AUC {roc_auc(mean_z, yv):.4f}, log-loss {_bce(cal_z, yv):.4f}")
+    log(f"calibration {calibration}; validation frame AUC {roc_auc(mean_z, yv):.4f}, log-loss {log_loss(cal_z, yv):.4f}")
     best_epoch = min(state["history"], key=lambda h: h.get(crit, np.inf))["epoch"]
     meta = NetworkMetadata(
         name="maxitrack",

@@ -42,3 +42,24 @@ def test_init_from_refuses_other_architecture_or_missing_file(tmp_path):
         _init_weights(str(tmp_path / "tile_only.keras"), _net(32, "tile+autocorr", seed=2), custom_objects())
     with pytest.raises(SystemExit, match="no such network"):
         _init_weights(str(tmp_path / "none"), _net(32, "tile", seed=2), custom_objects())
+
+
+def test_log_loss_is_the_cross_entropy_and_stays_finite():
+    from maxitrack.train import log_loss
+
+    z = np.array([-2.0, 0.0, 3.0])
+    y = np.array([0, 1, 1])
+    p = 1 / (1 + np.exp(-z))
+    expected = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
+    assert log_loss(z, y) == pytest.approx(expected, rel=1e-12)
+    # a confident wrong answer costs its logit, without overflow
+    assert log_loss(np.array([800.0]), np.array([0])) == pytest.approx(800.0)
+
+
+def test_calibration_defaults_to_the_training_frames():
+    from maxitrack.train import parse_args
+
+    a = parse_args([])
+    assert a.calibration_size is None and a.calibration_tiles is None
+    b = parse_args(["--calibration-size", "1024", "2048", "--calibration-tiles", "12"])
+    assert b.calibration_size == [1024, 2048] and b.calibration_tiles == 12
