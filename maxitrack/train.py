@@ -403,11 +403,10 @@ def main(argv=None) -> int:
     cal_shape = tuple(args.calibration_size) if args.calibration_size else shape
     cal_k = args.calibration_tiles or k
     if (cal_shape, cal_k) != (shape, k):
-        cal = make_tiles(work, "val", args.val_frames, args.seed, cal_shape, tile,
+        val = make_tiles(work, "val", args.val_frames, args.seed, cal_shape, tile,
                          dict(DEFAULT_SELECTION, n_tiles=cal_k), log=log)
-        x_val = network_input(cal["tiles"].astype(np.float32)[..., None], args.input)
-        yv_frames = np.array([r["label"] for r in cal["records"]])
-        val = cal
+        x_val = network_input(val["tiles"].astype(np.float32)[..., None], args.input)
+        yv_frames = np.array([r["label"] for r in val["records"]])
     zv = model.predict(x_val, batch_size=128, verbose=0).ravel()
     frames, mean_z = frame_mean_logits(zv, val["frame"])
     yv = yv_frames[frames]

@@ -56,7 +56,7 @@ def test_log_loss_is_the_cross_entropy_and_stays_finite():
     assert log_loss(np.array([800.0]), np.array([0])) == pytest.approx(800.0)
 
 
-def test_calibration_defaults_to_the_training_frames():
+def test_calibration_options_default_to_the_training_frames():
     from maxitrack.train import parse_args
 
     a = parse_args([])

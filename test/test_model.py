@@ -109,7 +109,6 @@ def test_metrics_from_histograms():
     assert 0 < m["best_f1"] <= 1
 
 
-
 def _histogram(pos_logits, neg_logits):
     logits = np.concatenate([pos_logits, neg_logits]).astype(np.float32)[None, None, :]
     truth = np.concatenate([np.ones(len(pos_logits)), np.zeros(len(neg_logits))])[None, None, :]
@@ -172,6 +171,7 @@ def test_mask_threshold_refuses_a_class_the_network_cannot_separate():
 def test_mask_threshold_without_positives():
     pos, neg, edges = _histogram(np.array([]), np.zeros(10))
     assert mask_logit_threshold(pos, neg, edges)["branch"] == "empty"
+
 
 SHIPPED = default_net_dir()
 
