@@ -397,9 +397,9 @@ def main(argv=None) -> int:
         log(f"epoch {rec}" + (" (best)" if is_best else ""))
 
     model = keras.models.load_model(best, custom_objects=custom_objects())
-    # The calibration maps the mean of the tile logits that the command averages: the mean of 32
-    # tiles is less noisy than that of 4, so it is fitted with the tile count of inference where
-    # --calibration-* say so (validation frames of the same seed and split, at another size).
+    # The calibration maps the mean of the tile logits that the command averages, and the mean of
+    # many tiles is less noisy than that of a few: --calibration-* fit it with the command's tile
+    # count (validation frames of the same seed and split, at another size).
     cal_shape = tuple(args.calibration_size) if args.calibration_size else shape
     cal_k = args.calibration_tiles or k
     if (cal_shape, cal_k) != (shape, k):
