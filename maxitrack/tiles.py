@@ -339,9 +339,31 @@ def autocorrelation(tiles: np.ndarray) -> np.ndarray:
     ndarray, float32, shape (N, T, T, 1)
     """
     t = np.asarray(tiles, np.float32)[..., 0]
-    n, size = t.shape[0], t.shape[1]
-    if n == 0:
+    if t.shape[0] == 0:
         return np.zeros_like(np.asarray(tiles, np.float32))
+    a, scale = unscaled_autocorrelation(t)
+    a /= scale[:, None, None]
+    return np.clip(a, -1.0, 1.0).astype(np.float32)[..., None]
+
+
+def unscaled_autocorrelation(tiles: np.ndarray) -> tuple:
+    """The autocorrelation of :func:`autocorrelation` before its division by the stars' peak.
+
+    Parameters
+    ----------
+    tiles : ndarray, shape (N, T, T), T even, N >= 1
+
+    Returns
+    -------
+    a : ndarray, float64, shape (N, T, T)
+        Per-lag mean product of the high-passed tile with itself (zero lag replaced), zero lag at
+        ``(T/2, T/2)``.
+    scale : ndarray, float64, shape (N,)
+        What :func:`autocorrelation` divides each tile's ``a`` by (the stars' peak, at least 0.1 of
+        the zero-lag value).
+    """
+    t = np.asarray(tiles, np.float32)
+    size = t.shape[1]
     h = size // 2
     pad = size + h
     t = t - _box_mean(t, HIGHPASS_BOX)
@@ -353,9 +375,7 @@ def autocorrelation(tiles: np.ndarray) -> np.ndarray:
     zero = a[:, h, h].copy()
     nb = 0.25 * (a[:, h - 1, h] + a[:, h + 1, h] + a[:, h, h - 1] + a[:, h, h + 1])
     a[:, h, h] = nb
-    scale = np.maximum(np.maximum(nb, 0.1 * zero), 1e-12)
-    a /= scale[:, None, None]
-    return np.clip(a, -1.0, 1.0).astype(np.float32)[..., None]
+    return a, np.maximum(np.maximum(nb, 0.1 * zero), 1e-12)
 
 
 #: Side (px) of the box mean subtracted from a tile before its autocorrelation.
