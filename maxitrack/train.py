@@ -245,6 +245,10 @@ def parse_args(argv=None):
     ap.add_argument("--epochs", type=int, default=18)
     ap.add_argument("--input", default="tile+autocorr", choices=NETWORK_INPUTS,
                     help="network input: the tile, or the tile and its autocorrelation (default)")
+    ap.add_argument("--widths", type=int, nargs=4, default=None, metavar="N",
+                    help="channels of the tile branch's four stages (default: maxitrack.model.DEFAULT_WIDTHS)")
+    ap.add_argument("--ac-widths", type=int, nargs=4, default=None, metavar="N",
+                    help="channels of the autocorrelation branch's four stages (default: DEFAULT_AC_WIDTHS)")
     ap.add_argument("--loss", default="frame", choices=("frame", "tile"),
                     help="frame: cross-entropy of the mean tile logit of each frame (what the command "
                          "scores; default); tile: every tile with its frame's label")
@@ -295,7 +299,7 @@ def main(argv=None) -> int:
     import tensorflow as tf
 
     from maximask.network import NetworkMetadata, save_network
-    from maxitrack.model import DEFAULT_WIDTHS, build_model, custom_objects
+    from maxitrack.model import DEFAULT_AC_WIDTHS, DEFAULT_WIDTHS, build_model, custom_objects
     from maxitrack.scoring import field_logit
 
     if args.threads:
@@ -320,6 +324,13 @@ def main(argv=None) -> int:
               "seed": args.seed, "frames": args.frames, "tiles_per_frame": k}
     if args.init_from:
         config["init_from"] = args.init_from
+    widths = tuple(args.widths or DEFAULT_WIDTHS)
+    ac_widths = tuple(args.ac_widths or DEFAULT_AC_WIDTHS)
+    # recorded only when not the defaults, so that runs begun before these options still resume
+    if widths != tuple(DEFAULT_WIDTHS):
+        config["widths"] = list(widths)
+    if ac_widths != tuple(DEFAULT_AC_WIDTHS):
+        config["ac_widths"] = list(ac_widths)
     state = json.loads(state_path.read_text()) if state_path.exists() and ckpt.exists() else {"epoch": 0, "history": []}
     if state["epoch"] > 0 and state.get("config") != config:
         log(f"error: {work} holds a training run with other settings ({state.get('config')}); use another --work")
@@ -339,7 +350,7 @@ def main(argv=None) -> int:
         model = keras.models.load_model(ckpt, custom_objects=custom_objects())
         log(f"resumed after epoch {state['epoch']}")
     else:
-        net = build_model(tile, DEFAULT_WIDTHS, inputs=args.input)
+        net = build_model(tile, widths, inputs=args.input, ac_widths=ac_widths)
         if args.init_from:
             net.set_weights(_init_weights(args.init_from, net, custom_objects()))
             log(f"initialised from {args.init_from}")

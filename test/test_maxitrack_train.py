@@ -63,3 +63,22 @@ def test_calibration_options_default_to_the_training_frames():
     assert a.calibration_size is None and a.calibration_tiles is None
     b = parse_args(["--calibration-size", "1024", "2048", "--calibration-tiles", "12"])
     assert b.calibration_size == [1024, 2048] and b.calibration_tiles == 12
+
+
+def test_widths_options_build_the_exported_network_and_guard_the_resume(tmp_path):
+    """--widths/--ac-widths set the channels of the trained and exported network; a work
+    directory holding a run of other widths is refused (exit 2) instead of resumed."""
+    import keras
+
+    from maxitrack.model import custom_objects
+    from maxitrack.train import main
+
+    common = ["--work", str(tmp_path / "work"), "--frames", "4", "--val-frames", "2", "--frame-size", "256", "256",
+              "--epochs", "1", "--batch", "8", "--threads", "1", "--ac-widths", "4", "4", "8", "8"]
+    out = tmp_path / "net"
+    assert main(common + ["--widths", "4", "6", "8", "10", "--out", str(out)]) == 0
+    net = keras.models.load_model(out / "model.keras", custom_objects=custom_objects())
+    convs = [layer.filters for layer in net.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert sorted(set(convs)) == [4, 6, 8, 10]
+    assert main(common + ["--widths", "4", "6", "8", "12", "--out", str(tmp_path / "other")]) == 2
+    assert not (tmp_path / "other").exists()
