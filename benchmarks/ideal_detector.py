@@ -111,28 +111,32 @@ def main(argv=None) -> int:
         _, truth, meta = _simulate(FRAME_SHAPE, rng, cfg, debug=debug)
         for c, v in defect_snr(debug, truth, meta).items():
             snrs[c].append(np.asarray(v, np.float64))
-    result = {"frames": args.frames, "frame_shape": list(FRAME_SHAPE),
+    command = "python benchmarks/ideal_detector.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    result = {"frames": args.frames, "frame_shape": list(FRAME_SHAPE), "command": command,
               "seeds": f"root seed {HELDOUT_SEED}, spawn_key (i,) (the frames of benchmarks/quality.py)",
-              "command": "python benchmarks/ideal_detector.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "classes": {}}
     edges = list(SNR_BINS) + [np.inf]
-    lines = ["| class | positive pixels | ideal AUC | " + " | ".join(
-        f"S/N {lo}-{hi}" if np.isfinite(hi) else f"S/N > {lo}" for lo, hi in zip(edges[:-1], edges[1:])) + " |",
-        "|---|---:|---:|" + "---:|" * len(SNR_BINS)]
+    heads = [f"S/N {lo}-{hi}" if np.isfinite(hi) else f"S/N > {lo}" for lo, hi in zip(edges[:-1], edges[1:])]
+    lines = ["| class | positive pixels | ideal AUC | " + " | ".join(heads) + " |",
+             "|---|---:|---:|" + "---:|" * len(SNR_BINS)]
     for c, parts in snrs.items():
         s = np.concatenate(parts) if parts else np.zeros(0)
-        auc = ideal_auc(s)
+        auc = ideal_auc(s) if s.size else None
         bins = []
         for lo, hi in zip(edges[:-1], edges[1:]):
             sel = (s > lo) & (s <= hi)
-            bins.append({"snr_min": lo, "snr_max": None if not np.isfinite(hi) else hi, "share": float(sel.mean()) if s.size else 0.0,
+            bins.append({"snr_min": lo, "snr_max": hi if np.isfinite(hi) else None,
+                         "share": float(sel.mean()) if s.size else 0.0,
                          "ideal_auc": ideal_auc(s[sel]) if sel.any() else None})
         result["classes"][c] = {"n_pos": int(s.size), "ideal_auc": auc, "bins": bins}
-        cells = [f"{b['share']:.0%} ({b['ideal_auc']:.3f})" if b["ideal_auc"] is not None else "0%" for b in bins]
-        lines.append(f"| {c} | {s.size} | {auc:.4f} | " + " | ".join(cells) + " |")
+        cells = [f"{b['share']:.0%} ({b['ideal_auc']:.3f})" if b["ideal_auc"] is not None else "0%"
+                 for b in bins]
+        shown = "—" if auc is None else f"{auc:.4f}"
+        lines.append(f"| {c} | {s.size} | {shown} | " + " | ".join(cells) + " |")
     result["wall_s"] = round(time.time() - t0, 1)
     print("\n".join(lines))
-    print(f"({args.frames} frames, {result['wall_s']} s; per S/N bin: share of the positives (their ideal AUC))")
+    print(f"({args.frames} frames, {result['wall_s']} s; per S/N bin: the share of the positives, "
+          "and their ideal AUC)")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

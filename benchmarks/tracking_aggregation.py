@@ -142,7 +142,8 @@ def candidates(d: dict) -> dict:
             mean, top[:, 0], top[:, :3].mean(1), lg.std(1), top[:, -3:].mean(1)],
         "pooled autocorrelation alone (summed)": ring_descriptors(d["summed"]),
         "mean logit + pooled autocorrelation (summed)": np.c_[mean, ring_descriptors(d["summed"])],
-        "mean logit + pooled autocorrelation (mean of normalised)": np.c_[mean, ring_descriptors(d["mean_norm"])],
+        "mean logit + pooled autocorrelation (mean of normalised)": np.c_[
+            mean, ring_descriptors(d["mean_norm"])],
     }
 
 
@@ -177,11 +178,12 @@ def main(argv=None) -> int:
     print("\n".join(lines))
     print(f"({time.time() - t0:.0f} s)")
     if args.out:
+        given = sys.argv[1:] if argv is None else argv
+        command = "python benchmarks/tracking_aggregation.py " + " ".join(given)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({
             "model_id": net.model_id, "tiles": args.tiles, "train": args.train, "val": args.val,
-            "n_train": len(tr["label"]), "n_val": len(va["label"]),
-            "command": "python benchmarks/tracking_aggregation.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "n_train": len(tr["label"]), "n_val": len(va["label"]), "command": command,
             "rows": [{"score": n, "l2": l2, "auc_train": a, "auc_val": b} for n, l2, a, b in rows],
         }, indent=1) + "\n")
     return 0

@@ -73,8 +73,9 @@ def test_widths_options_build_the_exported_network_and_guard_the_resume(tmp_path
     from maxitrack.model import custom_objects
     from maxitrack.train import main
 
-    common = ["--work", str(tmp_path / "work"), "--frames", "4", "--val-frames", "2", "--frame-size", "256", "256",
-              "--epochs", "1", "--batch", "8", "--threads", "1", "--ac-widths", "4", "4", "8", "8"]
+    common = ["--work", str(tmp_path / "work"), "--frames", "4", "--val-frames", "2",
+              "--frame-size", "256", "256", "--epochs", "1", "--batch", "8",
+              "--ac-widths", "4", "4", "8", "8"]
     out = tmp_path / "net"
     assert main(common + ["--widths", "4", "6", "8", "10", "--out", str(out)]) == 0
     net = keras.models.load_model(out / "model.keras", custom_objects=custom_objects())
