@@ -69,28 +69,29 @@ def ideal_auc(snr: np.ndarray) -> float:
     return float(np.mean(0.5 * (1.0 + erf(snr / 2.0))))  # Phi(s / sqrt 2) = (1 + erf(s / 2)) / 2
 
 
-def defect_snr(debug: dict, truth: np.ndarray, meta: dict) -> dict:
-    """Signal-to-noise of the HP and DP pixels of one simulated frame.
+def dead_pixel_loss(debug: dict, meta: dict) -> np.ndarray:
+    """Charge (e-) each pixel lost to the detector's response, noise-free, as the truth rule sees it.
 
-    HP: the hot-pixel layer over the local noise. DP: the charge the pixel lost (noise-free
-    expected charge minus the charge after the detector response), over the local noise; where a
-    dead pixel sits on a dead column the column's loss is included (rare).
+    The expected charge minus the charge after the response, both from the simulator's debug output,
+    and resampled as the frame was. Where a dead pixel sits on a dead column, the column's loss is
+    included (rare).
     """
     from maximask.sim.detector import resample_shift
 
-    out = {}
+    loss = (debug["model"] - debug["charge"]).astype(np.float32)
+    if meta.get("resampled"):
+        loss = resample_shift(loss, *meta["resample_shift"])
+    return loss
+
+
+def defect_snr(debug: dict, truth: np.ndarray, meta: dict) -> dict:
+    """Signal-to-noise of the HP and DP pixels of one simulated frame: the charge the hot pixel adds
+    (:func:`dead_pixel_loss` for a dead pixel) over the local noise."""
     sigma = debug["sigma"]
     hp = truth[INDEX["HP"]].astype(bool)
-    out["HP"] = (debug["layers"]["HP"][hp] / sigma[hp]) if hp.any() else np.zeros(0)
     dp = truth[INDEX["DP"]].astype(bool)
-    if dp.any():
-        deficit = (debug["model"] - debug["charge"]).astype(np.float32)
-        if meta.get("resampled"):
-            deficit = resample_shift(deficit, *meta["resample_shift"])
-        out["DP"] = deficit[dp] / sigma[dp]
-    else:
-        out["DP"] = np.zeros(0)
-    return out
+    return {"HP": debug["layers"]["HP"][hp] / sigma[hp] if hp.any() else np.zeros(0),
+            "DP": dead_pixel_loss(debug, meta)[dp] / sigma[dp] if dp.any() else np.zeros(0)}
 
 
 def main(argv=None) -> int:

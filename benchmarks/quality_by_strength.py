@@ -5,8 +5,8 @@ noise (a quarter of it for the diffuse classes NEB and BBG). Many labelled pixel
 the noise level, where no detector can rank them above clean pixels, and the pixel ROC AUC of
 :mod:`benchmarks.quality` mixes two questions: are the faint pixels found, and are the obvious ones?
 This benchmark separates them: for each class whose truth comes from an added signal (CR, HP, P,
-TRL, SP, NEB, BBG), the AUC of the positive pixels whose added signal exceeds S times the local noise
-(S = 0, 3, 10, 30) against *all* negative pixels of that class.
+TRL, SP, NEB, BBG) or a lost one (DP), the AUC of the positive pixels whose signal exceeds S times
+the local noise (S = 0, 3, 10, 30) against *all* negative pixels of that class.
 
 Frames: 1024^2, the simulator's default mix, root seed ``quality.HELDOUT_SEED`` with spawn keys
 ``(1, i)`` (disjoint from ``quality.py``'s ``(i,)`` and from every training stream). The network
@@ -36,9 +36,10 @@ from maximask.network import Network
 from maximask.resources import default_net_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ideal_detector import dead_pixel_loss  # noqa: E402
 from quality import HELDOUT_SEED  # noqa: E402
 
-CLASSES = ("CR", "HP", "P", "TRL", "SP", "NEB", "BBG")
+CLASSES = ("CR", "HP", "DP", "P", "TRL", "SP", "NEB", "BBG")
 STRENGTHS = (0, 3, 10, 30)
 SHAPE = (1024, 1024)
 
@@ -63,12 +64,17 @@ def main(argv=None) -> int:
     for i in range(args.frames):
         debug = {}
         rng = np.random.default_rng(np.random.SeedSequence(HELDOUT_SEED, spawn_key=(1, i)))
-        image, truth, _ = _simulate(SHAPE, rng, cfg, debug=debug)
+        image, truth, meta = _simulate(SHAPE, rng, cfg, debug=debug)
         logits = infer(image, net, batch_size=1, tile_transform=lambda lg: np.moveaxis(lg, -1, 0))
         for c in CLASSES:
             j = INDEX[c]
             t = truth[j].astype(bool)
-            snr = debug["layers"][c] / debug["sigma"] if c in debug["layers"] else np.zeros(t.shape, np.float32)
+            if c == "DP":
+                snr = dead_pixel_loss(debug, meta) / debug["sigma"]
+            elif c in debug["layers"]:
+                snr = debug["layers"][c] / debug["sigma"]
+            else:
+                snr = np.zeros(t.shape, np.float32)
             for s, hist in zip(STRENGTHS, hists[c]):
                 hist.add(logits[j : j + 1], truth[j : j + 1], valid=~t | (snr > s))
     result = {"net_dir": args.net_dir, "model_id": net.model_id, "frames": args.frames, "frame_shape": list(SHAPE),
