@@ -246,7 +246,7 @@ def parse_args(argv=None):
     ap.add_argument("--input", default="tile+autocorr", choices=NETWORK_INPUTS,
                     help="network input: the tile, or the tile and its autocorrelation (default)")
     ap.add_argument("--widths", type=int, nargs=4, default=None, metavar="N",
-                    help="channels of the tile branch's four stages (default: maxitrack.model.DEFAULT_WIDTHS)")
+                    help="channels of the tile branch's four stages (default: model.DEFAULT_WIDTHS)")
     ap.add_argument("--ac-widths", type=int, nargs=4, default=None, metavar="N",
                     help="channels of the autocorrelation branch's four stages (default: DEFAULT_AC_WIDTHS)")
     ap.add_argument("--loss", default="frame", choices=("frame", "tile"),
