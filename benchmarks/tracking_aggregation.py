@@ -98,15 +98,18 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float):
     feature, normally the mean tile logit, unpenalised); returns the scoring function."""
     from scipy.optimize import minimize
 
+    from maxitrack.scoring import sigmoid
+    from maxitrack.train import log_loss
+
     mu, sd = x.mean(0), x.std(0) + 1e-6
     xs = (x - mu) / sd
 
     def loss(w):
         z = xs @ w[1:] + w[0]
-        p = 1.0 / (1.0 + np.exp(-z))
+        p = sigmoid(z)
         grad = np.r_[np.mean(p - y), xs.T @ (p - y) / len(y)]
         grad[2:] += 2.0 * l2 * w[2:]
-        return np.mean(np.logaddexp(0.0, z) - y * z) + l2 * np.sum(w[2:] ** 2), grad
+        return log_loss(z, y) + l2 * np.sum(w[2:] ** 2), grad
 
     w = minimize(loss, np.zeros(x.shape[1] + 1), jac=True, method="L-BFGS-B", options={"maxiter": 500}).x
     return lambda x2: ((x2 - mu) / sd) @ w[1:] + w[0]
@@ -136,14 +139,14 @@ def candidates(d: dict) -> dict:
     lg = d["logits"]
     top = np.sort(lg, 1)[:, ::-1]
     mean = lg.mean(1)[:, None]
+    summed, mean_norm = ring_descriptors(d["summed"]), ring_descriptors(d["mean_norm"])
     return {
         "sorted tile logits": np.c_[mean, top],
         "tile-logit statistics (mean, max, top-3, std, bottom-3)": np.c_[
             mean, top[:, 0], top[:, :3].mean(1), lg.std(1), top[:, -3:].mean(1)],
-        "pooled autocorrelation alone (summed)": ring_descriptors(d["summed"]),
-        "mean logit + pooled autocorrelation (summed)": np.c_[mean, ring_descriptors(d["summed"])],
-        "mean logit + pooled autocorrelation (mean of normalised)": np.c_[
-            mean, ring_descriptors(d["mean_norm"])],
+        "pooled autocorrelation alone (summed)": summed,
+        "mean logit + pooled autocorrelation (summed)": np.c_[mean, summed],
+        "mean logit + pooled autocorrelation (mean of normalised)": np.c_[mean, mean_norm],
     }
 
 
@@ -174,7 +177,7 @@ def main(argv=None) -> int:
     lines = [f"network {net.model_id}, {args.tiles} tiles per frame; {len(tr['label'])} training frames "
              f"({args.train}), {len(va['label'])} validation frames ({args.val})", "",
              "| frame score | L2 | AUC, training frames | AUC, validation frames |", "|---|---:|---:|---:|"]
-    lines += [f"| {n} | {'—' if l2 is None else l2:} | {a:.4f} | {b:.4f} |" for n, l2, a, b in rows]
+    lines += [f"| {n} | {'—' if l2 is None else l2} | {a:.4f} | {b:.4f} |" for n, l2, a, b in rows]
     print("\n".join(lines))
     print(f"({time.time() - t0:.0f} s)")
     if args.out:
