@@ -13,9 +13,10 @@ of frame-level evidence could beat that mean:
 Each candidate is a logistic regression (L2, standardised features) on frame-level features of the
 *shipped* network's tiles. It is fitted on training frames and scored (ROC AUC) on validation
 frames against the mean tile logit. Autocorrelation features are invariant to rotation, so a model
-of ~100 coefficients can learn them from a few thousand frames. They are taken over rings of lag
-r = 0..24 px: the ring mean, the amplitudes of its 2nd and 4th angular harmonics (elongation,
-squareness) and its maximum above the mean (side peaks).
+of a few hundred coefficients can learn them from a few thousand frames. They are taken over rings
+of lag r = 0..48 px (the lags the network's autocorrelation branch sees, which hold every separation
+of the simulator's double images): the ring mean, the amplitudes of its 2nd and 4th angular
+harmonics (elongation, squareness) and its maximum above the mean (side peaks).
 
 The frames are the tile caches of ``maxitrack-train`` work directories (``data/*.npz``: the tiles
 the command would select, ``--tiles`` per frame). Defaults: the 2000 training frames of
@@ -41,8 +42,8 @@ import numpy as np
 
 TRAIN_GLOB = "runs/maxitrack_v6/data/train_s1_1024x2048_t128_n12_*.npz"
 VAL_GLOB = "runs/maxitrack_v4/data/val_s1_1024x2048_t128_n12_*.npz"
-#: Largest lag (px) of the autocorrelation features.
-MAX_LAG = 24
+#: Largest lag (px) of the autocorrelation features: that of the network's autocorrelation branch.
+MAX_LAG = 48
 L2_VALUES = (1e-3, 1e-2, 1e-1, 1.0)
 
 
