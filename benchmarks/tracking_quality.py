@@ -13,6 +13,7 @@ accuracy of the calibrated posterior.
 
 Reported: ROC AUC, accuracy at 0.5, log-loss of the calibrated score (how trustworthy its
 probabilities are), TPR at FPR 1 % and 5 %, FPR at TPR 95 %; TPR by error kind and by path extent;
+the ROC AUC of each kind against all negatives by path extent in PSF FWHMs;
 FPR on hard negatives (bad seeing, coma, trails, crowding, cosmic rays, saturation and bleed trails);
 and the effect of the number of tiles per frame on AUC (the tiles are ranked once, the first k are
 used). The prepared tiles are cached under ``--work`` (``--prepare-only`` builds the
@@ -106,6 +107,36 @@ def score_cached(files, scorer) -> list:
     return out
 
 
+#: Bins of the path extent in units of the PSF FWHM (how visible an error is: below ~1 FWHM a smear
+#: hides in the PSF; the simulator draws extents from ~0.7 FWHM up).
+STRENGTH_BINS = ((0, 1), (1, 1.5), (1.5, 2), (2, 3), (3, 5), (5, None))
+KINDS = ("drift", "arc", "jump", "shake", "periodic")
+
+
+def strength_table(recs: list, z: np.ndarray, y: np.ndarray) -> list:
+    """Markdown lines: ROC AUC of each error kind's frames against *all* negatives, by path extent in
+    PSF FWHMs (frames in brackets). It separates errors that are hard to see (a smear about one FWHM
+    long) from errors the network misses although they are plain (a jump of five FWHMs)."""
+    ratio = np.array([r["extent_px"] / r["fwhm_px"] for r in recs])
+    kind = np.array([r["kind"] for r in recs])
+    neg = y == 0
+
+    def cell(pos):
+        if not pos.any() or not neg.any():
+            return "—"
+        m = pos | neg
+        return f"{roc_auc(z[m], y[m]):.3f} ({int(pos.sum())})"
+
+    rows = []
+    for lo, hi in STRENGTH_BINS:
+        in_bin = (y == 1) & (ratio >= lo) & (ratio < (np.inf if hi is None else hi))
+        name = f"{lo}-{hi}" if hi is not None else f">= {lo}"
+        rows.append([name] + [cell(in_bin & (kind == k)) for k in KINDS] + [cell(in_bin)])
+    rows.append(["all"] + [cell((y == 1) & (kind == k)) for k in KINDS] + [cell(y == 1)])
+    return ["ROC AUC of the frames with an error against all negatives, by path extent in PSF FWHMs "
+            "(frames in brackets):", "", table(rows, ["extent / FWHM", *KINDS, "all kinds"]), ""]
+
+
 def table(rows, header):
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
@@ -161,13 +192,13 @@ def main(argv=None) -> int:
         "",
     ]
     rows = []
-    for kind in ("drift", "arc", "jump", "shake", "periodic"):
+    for kind in KINDS:
         m = np.array([r["kind"] == kind for r in recs])
         if m.any():
             rows.append([kind, int(m.sum()), f"{np.mean(p[m] >= 0.5):.3f}", f"{np.mean(z[m] > thr1):.3f}"])
     lines += [table(rows, ["kind", "frames", "TPR at 0.5", "TPR at FPR 1%"]), ""]
     ext = np.array([r["extent_px"] for r in recs])
-    for kinds, name in ((("drift",), "drift length"), (("drift", "arc", "jump", "shake", "periodic"), "path extent, all kinds")):
+    for kinds, name in ((("drift",), "drift length"), (KINDS, "path extent, all kinds")):
         lines += [f"TPR by {name} (px):", ""]
         rows = []
         for lo, hi in ((0, 5), (5, 10), (10, 20), (20, 1e9)):
@@ -176,6 +207,7 @@ def main(argv=None) -> int:
                 rng_name = f"{lo}-{hi}" if hi < 1e9 else f">= {lo}"
                 rows.append([rng_name, int(m.sum()), f"{np.mean(p[m] >= 0.5):.3f}", f"{np.mean(z[m] > thr1):.3f}"])
         lines += [table(rows, ["extent", "frames", "TPR at 0.5", "TPR at FPR 1%"]), ""]
+    lines += strength_table(recs, z, y)
     m5 = np.array([r["kind"] == "drift" for r in recs]) & (ext >= 5)
     if m5.any():
         lines += [f"drifts >= 5 px detected: {np.mean(p[m5] >= 0.5):.3f} at p >= 0.5, "
