@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from maximask.sim import TRACKING_KINDS
 from maxitrack.scoring import field_logit, sigmoid
 from maxitrack.train import frame_rng, log_loss, roc_auc
 
@@ -110,7 +111,8 @@ def score_cached(files, scorer) -> list:
 #: Bins of the path extent in units of the PSF FWHM (how visible an error is: below ~1 FWHM a smear
 #: hides in the PSF; the simulator draws extents from ~0.7 FWHM up).
 STRENGTH_BINS = ((0, 1), (1, 1.5), (1.5, 2), (2, 3), (3, 5), (5, None))
-KINDS = ("drift", "arc", "jump", "shake", "periodic")
+#: The error kinds (the first of the simulator's kinds, "none", is a normal exposure).
+KINDS = TRACKING_KINDS[1:]
 
 
 def strength_table(recs: list, z: np.ndarray, y: np.ndarray) -> list:
