@@ -396,6 +396,8 @@ def _parser():
     p.add_argument("--frames-per-chunk", type=int, default=6)
     p.add_argument("--steps-per-chunk", type=int, default=12)
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine decay)")
+    p.add_argument("--max-pos-weight", type=float, default=30.0,
+                   help="cap of the positive-pixel loss weights of the rarest classes (default %(default)s)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.add_argument("--val-frames", type=int, default=6)
     p.add_argument("--val-every", type=int, default=500)
@@ -484,7 +486,7 @@ def main(argv=None):
             freq = np.mean([simulate_normalised(frame_seed(args.seed, PRIOR, i), (512, 512),
                                                 sim_config=_sim_config(args.sim_config))[1]
                             .reshape(N_CLASSES, -1).mean(1) for i in range(N_FREQ_FRAMES)], axis=0)
-        state["pos_weight"] = positive_weights(freq).tolist()
+        state["pos_weight"] = positive_weights(freq, cap=args.max_pos_weight).tolist()
         schedule = keras.optimizers.schedules.CosineDecay(
             0.0, args.steps, alpha=0.02, warmup_target=args.lr, warmup_steps=min(200, args.steps // 10))
         if has_refinement(model):

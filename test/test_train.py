@@ -128,3 +128,31 @@ def test_bundled_training_sim_config_is_valid():
 
     cfg = make_config(json.loads((Path(__file__).parents[1] / "data/training/maximask_sim.json").read_text()))
     assert cfg["class_prob"]["CR"] > 0.6
+
+
+def test_positive_weights_square_root_of_imbalance_within_cap():
+    from maximask.train import positive_weights
+
+    w = positive_weights([0.5, 0.01, 1e-5, 0.9])
+    assert w[0] == 1.0 and w[3] == 1.0  # common classes are not down-weighted below 1
+    assert w[1] == pytest.approx(np.sqrt(99.0))
+    assert w[2] == 30.0  # the default cap
+    assert positive_weights([1e-5], cap=100.0)[0] == 100.0
+    assert positive_weights([0.01], cap=100.0)[0] == pytest.approx(np.sqrt(99.0))
+
+
+def test_bundled_point_defect_sim_config_is_the_training_mix_with_defects_in_every_frame():
+    """The stage-7 mix (data/training/maximask_sim_defects.json) differs from the training mix only in
+    hot and dead pixels, which are drawn in every frame."""
+    import json
+    from pathlib import Path
+
+    from maximask.sim.config import make_config
+
+    root = Path(__file__).parents[1] / "data/training"
+    mix = json.loads((root / "maximask_sim.json").read_text())
+    defects = json.loads((root / "maximask_sim_defects.json").read_text())
+    make_config(defects)
+    assert defects["class_prob"].pop("HP") == 1.0 and defects["class_prob"].pop("DP") == 1.0
+    mix["class_prob"].pop("HP"), mix["class_prob"].pop("DP")
+    assert defects == mix
