@@ -220,6 +220,20 @@ def training_view(model):
     return keras.Model(model.inputs, model.get_layer("head").output, name="maximask_cells")
 
 
+def freeze_all_but_refinement(model) -> int:
+    """Make only the full-resolution refinement trainable; returns its parameter count.
+
+    The coarse network (encoder, decoder, head) then keeps its weights, and its batch normalisation
+    its statistics, so the classes it decides (nebulosity, background, fringes) cannot drift while
+    the refinement learns pixel-scale defects.
+    """
+    if not has_refinement(model):
+        raise SystemExit("maximask-train: error: --train-only refinement needs a network with a refinement")
+    for layer in model.layers:
+        layer.trainable = layer.name.startswith("refine_")
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
 def full_view(train_model):
     """The full network (logits at full resolution) from a :func:`training_view` model."""
     import keras
@@ -396,6 +410,8 @@ def _parser():
     p.add_argument("--frames-per-chunk", type=int, default=6)
     p.add_argument("--steps-per-chunk", type=int, default=12)
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine decay)")
+    p.add_argument("--train-only", choices=("all", "refinement"), default="all",
+                   help="refinement: train only the full-resolution refinement, the coarse network frozen")
     p.add_argument("--max-pos-weight", type=float, default=30.0,
                    help="cap of the positive-pixel loss weights of the rarest classes (default %(default)s)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
@@ -473,6 +489,8 @@ def main(argv=None):
         else:
             arch = Architecture.from_dict(json.loads(args.arch)) if args.arch else Architecture()
             model = build_model(arch)
+        if args.train_only == "refinement":
+            freeze_all_but_refinement(model)
         tmodel = training_view(model)
         state = {"step": 0, "arch": arch.to_dict(), "args": vars(args), "argv": sys.argv,
                  "pixel_counts": [0.0] * N_CLASSES, "n_pixels": 0.0, "wall_s": 0.0}
@@ -495,6 +513,7 @@ def main(argv=None):
             loss_weights = np.tile(state["pos_weight"], STEM * STEM).tolist()  # labels_to_cells order
         tmodel.compile(optimizer=keras.optimizers.Adam(schedule), loss=WeightedBCE(loss_weights))
         _log(run_dir, {"event": "start", "arch": arch.to_dict(), "params": model.count_params(),
+                       "trainable_params": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
                        "pos_weight": dict(zip(ABBRS, np.round(state["pos_weight"], 2).tolist()))})
     args_steps = int(state["args"]["steps"]) if not finetune else args.steps
     # the data stream is fixed by the original invocation's options

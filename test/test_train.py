@@ -156,3 +156,29 @@ def test_bundled_point_defect_sim_config_is_the_training_mix_with_defects_in_eve
     assert defects["class_prob"].pop("HP") == 1.0 and defects["class_prob"].pop("DP") == 1.0
     mix["class_prob"].pop("HP"), mix["class_prob"].pop("DP")
     assert defects == mix
+
+
+def test_freezing_all_but_the_refinement_leaves_the_coarse_network_fixed():
+    """--train-only refinement: a training step moves the refinement's weights and no other."""
+    import keras
+
+    from maximask.model import build_model
+    from maximask.train import freeze_all_but_refinement
+
+    model = build_model(REFINED)
+    n = freeze_all_but_refinement(model)
+    assert 0 < n < model.count_params()
+    before = {w.path: w.numpy().copy() for w in model.weights}
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 1)).astype(np.float32)
+    model.train_on_batch(x, np.ones((2, 32, 32, REFINED.n_classes), np.float32))
+    moved = {w.path for w in model.weights if not np.array_equal(before[w.path], w.numpy())}
+    assert moved and all(p.split("/")[0].startswith("refine_") for p in moved)
+
+
+def test_freezing_needs_a_refinement():
+    from maximask.model import build_model
+    from maximask.train import freeze_all_but_refinement
+
+    with pytest.raises(SystemExit, match="needs a network with a refinement"):
+        freeze_all_but_refinement(build_model(COARSE))
