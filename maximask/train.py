@@ -231,6 +231,11 @@ def freeze_all_but_refinement(model) -> int:
         raise SystemExit("maximask-train: error: --train-only refinement needs a network with a refinement")
     for layer in model.layers:
         layer.trainable = layer.name.startswith("refine_")
+    return trainable_count(model)
+
+
+def trainable_count(model) -> int:
+    """Number of trainable weights of a Keras model."""
     return int(sum(np.prod(w.shape) for w in model.trainable_weights))
 
 
@@ -513,7 +518,7 @@ def main(argv=None):
             loss_weights = np.tile(state["pos_weight"], STEM * STEM).tolist()  # labels_to_cells order
         tmodel.compile(optimizer=keras.optimizers.Adam(schedule), loss=WeightedBCE(loss_weights))
         _log(run_dir, {"event": "start", "arch": arch.to_dict(), "params": model.count_params(),
-                       "trainable_params": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+                       "trainable_params": trainable_count(model),
                        "pos_weight": dict(zip(ABBRS, np.round(state["pos_weight"], 2).tolist()))})
     args_steps = int(state["args"]["steps"]) if not finetune else args.steps
     # the data stream is fixed by the original invocation's options
