@@ -188,19 +188,22 @@ def _loss_class():
     class WeightedBCE(keras.losses.Loss):
         """Per-class weighted binary cross-entropy on logits, averaged over pixels and classes."""
 
-        def __init__(self, pos_weight=None, name="weighted_bce", **kwargs):
+        def __init__(self, pos_weight=None, class_mask=None, name="weighted_bce", **kwargs):
             super().__init__(name=name, **kwargs)
             # one weight per output channel (14, or 14 * 16 on the head's cells)
             self.pos_weight = [float(w) for w in (pos_weight or [1.0] * N_CLASSES)]
+            # 0 for the channels left out of the loss (--loss-classes): they get no gradient
+            self.class_mask = [float(m) for m in (class_mask or [1.0] * len(self.pos_weight))]
 
         def call(self, y_true, y_pred):
             w = ops.convert_to_tensor(self.pos_weight, dtype=y_pred.dtype)
+            m = ops.convert_to_tensor(self.class_mask, dtype=y_pred.dtype)
             # softplus(-z) = -log(sigmoid(z)), softplus(z) = -log(1 - sigmoid(z))
             loss = w * y_true * ops.softplus(-y_pred) + (1.0 - y_true) * ops.softplus(y_pred)
-            return ops.mean(loss, axis=-1)
+            return ops.mean(m * loss, axis=-1)
 
         def get_config(self):
-            return dict(super().get_config(), pos_weight=self.pos_weight)
+            return dict(super().get_config(), pos_weight=self.pos_weight, class_mask=self.class_mask)
 
     return WeightedBCE
 
@@ -220,8 +223,9 @@ def training_view(model):
     return keras.Model(model.inputs, model.get_layer("head").output, name="maximask_cells")
 
 
-def freeze_all_but_refinement(model) -> int:
-    """Make only the full-resolution refinement trainable; returns its parameter count.
+def freeze_all_but_refinement(model, output_only: bool = False) -> int:
+    """Make only the full-resolution refinement (``output_only``: its last 1x1 layer) trainable;
+    returns the trainable parameter count.
 
     The coarse network (encoder, decoder, head) then keeps its weights, and its batch normalisation
     its statistics, so the classes it decides (nebulosity, background, fringes) cannot drift while
@@ -230,8 +234,13 @@ def freeze_all_but_refinement(model) -> int:
     if not has_refinement(model):
         raise SystemExit("maximask-train: error: --train-only refinement needs a network with a refinement")
     for layer in model.layers:
-        layer.trainable = layer.name.startswith("refine_")
+        layer.trainable = layer.name.startswith("refine_") if not output_only else layer.name == "refine_out"
     return trainable_count(model)
+
+
+def trained(abbr: str, args) -> bool:
+    """Whether class ``abbr`` is in the loss (all classes unless ``--loss-classes`` names some)."""
+    return args.loss_classes is None or abbr in args.loss_classes
 
 
 def trainable_count(model) -> int:
@@ -415,8 +424,12 @@ def _parser():
     p.add_argument("--frames-per-chunk", type=int, default=6)
     p.add_argument("--steps-per-chunk", type=int, default=12)
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine decay)")
-    p.add_argument("--train-only", choices=("all", "refinement"), default="all",
-                   help="refinement: train only the full-resolution refinement, the coarse network frozen")
+    p.add_argument("--train-only", choices=("all", "refinement", "refinement-output"), default="all",
+                   help="refinement: train only the full-resolution refinement, the coarse network frozen; "
+                        "refinement-output: only its last 1x1 layer")
+    p.add_argument("--loss-classes", nargs="+", default=None, metavar="CLASS",
+                   help="train these classes only; with --init-from the others keep the initial network's "
+                        "logits and training priors")
     p.add_argument("--max-pos-weight", type=float, default=30.0,
                    help="cap of the positive-pixel loss weights of the rarest classes (default %(default)s)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
@@ -447,6 +460,10 @@ def _log(run_dir, record):
 
 def main(argv=None):
     args = _parser().parse_args(argv)
+    if args.loss_classes is not None:
+        unknown = sorted(set(args.loss_classes) - set(ABBRS))
+        if unknown:
+            raise SystemExit(f"maximask-train: error: unknown class(es) in --loss-classes: {', '.join(unknown)}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
@@ -482,7 +499,8 @@ def main(argv=None):
             # loss again starts from the uncalibrated logits
             init_w = (init_meta.get("extra") or {}).get("loss_pos_weight")
             if init_w:
-                shift_logits(model, np.log([init_w[c] for c in ABBRS]))
+                # classes left out of the loss keep their calibrated logits: no shift in, none out
+                shift_logits(model, np.log([init_w[c] if trained(c, args) else 1.0 for c in ABBRS]))
             arch = Architecture.from_dict(init_meta["extra"]["architecture"])
             if args.arch:
                 # grow the network: new architecture, weights carried over layer by layer
@@ -494,8 +512,8 @@ def main(argv=None):
         else:
             arch = Architecture.from_dict(json.loads(args.arch)) if args.arch else Architecture()
             model = build_model(arch)
-        if args.train_only == "refinement":
-            freeze_all_but_refinement(model)
+        if args.train_only != "all":
+            freeze_all_but_refinement(model, output_only=args.train_only == "refinement-output")
         tmodel = training_view(model)
         state = {"step": 0, "arch": arch.to_dict(), "args": vars(args), "argv": sys.argv,
                  "pixel_counts": [0.0] * N_CLASSES, "n_pixels": 0.0, "wall_s": 0.0}
@@ -509,14 +527,17 @@ def main(argv=None):
             freq = np.mean([simulate_normalised(frame_seed(args.seed, PRIOR, i), (512, 512),
                                                 sim_config=_sim_config(args.sim_config))[1]
                             .reshape(N_CLASSES, -1).mean(1) for i in range(N_FREQ_FRAMES)], axis=0)
-        state["pos_weight"] = positive_weights(freq, cap=args.max_pos_weight).tolist()
+        weights = positive_weights(freq, cap=args.max_pos_weight)
+        state["pos_weight"] = [float(w) if trained(c, args) else 1.0 for c, w in zip(ABBRS, weights)]
+        mask = [float(trained(c, args)) for c in ABBRS]
         schedule = keras.optimizers.schedules.CosineDecay(
             0.0, args.steps, alpha=0.02, warmup_target=args.lr, warmup_steps=min(200, args.steps // 10))
         if has_refinement(model):
             loss_weights = list(state["pos_weight"])
         else:
             loss_weights = np.tile(state["pos_weight"], STEM * STEM).tolist()  # labels_to_cells order
-        tmodel.compile(optimizer=keras.optimizers.Adam(schedule), loss=WeightedBCE(loss_weights))
+            mask = np.tile(mask, STEM * STEM).tolist()
+        tmodel.compile(optimizer=keras.optimizers.Adam(schedule), loss=WeightedBCE(loss_weights, mask))
         _log(run_dir, {"event": "start", "arch": arch.to_dict(), "params": model.count_params(),
                        "trainable_params": trainable_count(model),
                        "pos_weight": dict(zip(ABBRS, np.round(state["pos_weight"], 2).tolist()))})
@@ -630,6 +651,10 @@ def main(argv=None):
     if args.out:
         # the prior modification needs priors in (0, 1): a class never seen gets one pixel in 1e7
         priors = np.clip(np.asarray(state["pixel_counts"]) / max(state["n_pixels"], 1.0), 1e-7, 1 - 1e-7)
+        if args.loss_classes is not None and args.init_from:
+            # the classes left out of the loss keep the initial network's logits, hence its priors
+            init_priors = json.loads((Path(args.init_from) / METADATA_FILE).read_text())["training_priors"]
+            priors = np.array([p if trained(c, args) else q for c, p, q in zip(ABBRS, priors, init_priors)])
         tile_size = args.tile_size or state.get("tile_size") or 1024
         extra = {
             "training_command": "maximask-train " + " ".join(state["argv"][1:]),

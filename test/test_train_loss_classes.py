@@ -1,0 +1,57 @@
+"""maximask-train --loss-classes with --train-only refinement-output: a fine-tune of some classes leaves
+every other class's logits and training prior exactly as they were (what makes its thresholds reusable)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from maximask.classes import ABBRS, INDEX
+
+TINY = ["--batch-size", "2", "--tile", "32", "--edge-pad", "0", "--frame-size", "128",
+        "--frames-per-chunk", "1", "--steps-per-chunk", "4", "--val-frames", "1",
+        "--val-every", "100000", "--checkpoint-every", "100000", "--threads", "1", "--tile-size", "64",
+        "--sim-config", json.dumps({"clean_prob": 0.0, "force": ["HP", "DP"], "star_density": [100, 101],
+                                    "galaxy_density": [50, 51], "bright_star_density": [1, 1.01],
+                                    "resample_prob": 0})]
+ARCH = {"widths": [4, 8], "encoder_convs": [1, 1], "decoder_convs": [1], "refine": 2, "refine_hidden": 4}
+
+
+def _train(run_dir, *extra):
+    subprocess.run([sys.executable, "-m", "maximask.train", "--run-dir", str(run_dir), *TINY, *extra],
+                   check=True, capture_output=True, timeout=600)
+
+
+def _logits(net_dir, image):
+    from maximask.network import Network
+
+    return Network(str(net_dir)).predict_logits(image[None, ..., None])[0]
+
+
+def test_only_the_named_classes_change(tmp_path):
+    _train(tmp_path / "r0", "--steps", "8", "--lr", "1e-2", "--arch", json.dumps(ARCH), "--out", str(tmp_path / "n0"))
+    _train(tmp_path / "r1", "--steps", "8", "--lr", "1e-1", "--init-from", str(tmp_path / "n0"),
+           "--train-only", "refinement-output", "--loss-classes", "HP", "DP", "--seed", "7",
+           "--out", str(tmp_path / "n1"))
+    image = np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32)
+    image[20, 20], image[40, 40] = 30.0, -30.0
+    z0, z1 = _logits(tmp_path / "n0", image), _logits(tmp_path / "n1", image)
+    m0 = json.loads((tmp_path / "n0" / "metadata.json").read_text())
+    m1 = json.loads((tmp_path / "n1" / "metadata.json").read_text())
+    for c in ABBRS:
+        i = INDEX[c]
+        if c in ("HP", "DP"):
+            assert not np.array_equal(z0[..., i], z1[..., i]), c
+        else:
+            assert np.array_equal(z0[..., i], z1[..., i]), c
+            assert m1["training_priors"][i] == m0["training_priors"][i], c
+    assert m1["extra"]["loss_pos_weight"]["CR"] == 1.0
+
+
+def test_unknown_loss_class_is_refused(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "maximask.train", "--run-dir", str(tmp_path / "r"),
+                        "--loss-classes", "HP", "XX"], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "unknown class(es) in --loss-classes: XX" in r.stderr
