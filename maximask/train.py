@@ -464,6 +464,9 @@ def main(argv=None):
         unknown = sorted(set(args.loss_classes) - set(ABBRS))
         if unknown:
             raise SystemExit(f"maximask-train: error: unknown class(es) in --loss-classes: {', '.join(unknown)}")
+        if not args.init_from:
+            # the other classes would keep their random initial weights
+            raise SystemExit("maximask-train: error: --loss-classes needs --init-from NET_DIR")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 

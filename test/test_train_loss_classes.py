@@ -51,7 +51,13 @@ def test_only_the_named_classes_change(tmp_path):
     assert m1["extra"]["loss_pos_weight"]["CR"] == 1.0
 
 
-def test_unknown_loss_class_is_refused(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "maximask.train", "--run-dir", str(tmp_path / "r"),
-                        "--loss-classes", "HP", "XX"], capture_output=True, text=True, timeout=120)
+def test_unknown_loss_class_or_missing_initial_network_is_refused(tmp_path):
+    def run(*extra):
+        return subprocess.run([sys.executable, "-m", "maximask.train", "--run-dir", str(tmp_path / "r"), *extra],
+                              capture_output=True, text=True, timeout=120)
+
+    r = run("--loss-classes", "HP", "XX", "--init-from", str(tmp_path))
     assert r.returncode != 0 and "unknown class(es) in --loss-classes: XX" in r.stderr
+    r = run("--loss-classes", "HP")
+    assert r.returncode != 0 and "--loss-classes needs --init-from NET_DIR" in r.stderr
+    assert not (tmp_path / "r").exists()
