@@ -23,8 +23,11 @@ Phases, each resumable (rerun the same command after an interruption):
    label, which also pushes up tiles that show nothing, e.g. near the centre of a field rotation).
    Adam with a cosine-decayed learning rate, random flips and quarter turns of every tile (a
    tracking error has no preferred orientation on the detector). A checkpoint is written after each
-   epoch (``WORK/checkpoint.keras`` + ``WORK/state.json``, which records the settings: a work
-   directory is resumed only with the same ones); the epoch with the lowest validation loss is kept
+   epoch and every ``--checkpoint-every`` steps inside one (``WORK/checkpoint.keras`` +
+   ``WORK/state.json``, which records the settings, so that a work directory is resumed only with
+   the same ones, and the epoch's random stream, so that a run resumed inside an epoch sees the
+   batches and augmentations it would have seen). SIGTERM or SIGINT stops the run at the next step
+   with a checkpoint (exit 128 + signal). The epoch with the lowest validation loss is kept
    (``WORK/best.keras``).
 3. **Calibration.** On the validation frames the mean tile logit of each frame
    (:func:`maxitrack.scoring.field_logit`) is mapped to a calibrated logit by one-variable logistic
@@ -37,10 +40,13 @@ Phases, each resumable (rerun the same command after an interruption):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -267,7 +273,38 @@ def parse_args(argv=None):
                     help="tiles per calibration frame (default: --tiles-per-frame); the calibration fits the "
                          "mean of this many tile logits, so it should match --inference-tiles where the "
                          "calibration frames have that many cells")
+    ap.add_argument("--checkpoint-every", type=int, default=250,
+                    help="steps between checkpoints inside an epoch (0: at the end of each epoch only)")
+    ap.add_argument("--stop-at-step", type=int, default=None, help=argparse.SUPPRESS)  # tests: a resume
     return ap.parse_args(argv)
+
+
+@contextlib.contextmanager
+def signals_as_flag():
+    """Within the block, SIGTERM and SIGINT append their number to the yielded list instead of
+    stopping the process (in the main thread; an ignored signal stays ignored); handlers restored."""
+    stop, restore = [], {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                restore[sig] = signal.signal(sig, lambda signum, frame: stop.append(signum))
+    try:
+        yield stop
+    finally:
+        for sig, handler in restore.items():
+            signal.signal(sig, handler)
+
+
+def save_checkpoint(model, ckpt: Path, state: dict, state_path: Path) -> None:
+    """Write the model (with its optimizer) and the loop state, each atomically by a rename: an
+    interruption leaves the previous checkpoint, or at worst a newer model with the previous state
+    (a resume then replays some steps)."""
+    tmp = ckpt.with_name(ckpt.stem + ".tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, ckpt)
+    tmp_state = state_path.with_suffix(".tmp")
+    tmp_state.write_text(json.dumps(state, indent=1))
+    os.replace(tmp_state, state_path)
 
 
 def main(argv=None) -> int:
@@ -332,7 +369,8 @@ def main(argv=None) -> int:
     if ac_widths != tuple(DEFAULT_AC_WIDTHS):
         config["ac_widths"] = list(ac_widths)
     state = json.loads(state_path.read_text()) if state_path.exists() and ckpt.exists() else {"epoch": 0, "history": []}
-    if state["epoch"] > 0 and state.get("config") != config:
+    resuming = state["epoch"] > 0 or "in_epoch" in state
+    if resuming and state.get("config") != config:
         log(f"error: {work} holds a training run with other settings ({state.get('config')}); use another --work")
         return 2
     state["config"] = config
@@ -346,9 +384,11 @@ def main(argv=None) -> int:
                 return layer.layer
         return m
 
-    if state["epoch"] > 0:
+    if resuming:
         model = keras.models.load_model(ckpt, custom_objects=custom_objects())
-        log(f"resumed after epoch {state['epoch']}")
+        inside = state.get("in_epoch")
+        within = f", step {inside['step']} of epoch {state['epoch'] + 1}" if inside else ""
+        log(f"resumed after epoch {state['epoch']}{within}")
     else:
         net = build_model(tile, widths, inputs=args.input, ac_widths=ac_widths)
         if args.init_from:
@@ -369,43 +409,65 @@ def main(argv=None) -> int:
         f"{steps_per_epoch} steps per epoch")
     x_val = network_input(val["tiles"].astype(np.float32)[..., None], args.input)
     yv_frames = np.array([r["label"] for r in val["records"]])
-    for epoch in range(state["epoch"], args.epochs):
-        rng = np.random.default_rng((args.seed, 100, epoch))
-        order = rng.permutation(units)
-        t0 = time.time()
-        losses = []
-        for s in range(steps_per_epoch):
-            idx = np.sort(order[s * per_step : (s + 1) * per_step])
-            if per_frame:
-                tidx = (idx[:, None] * k + np.arange(k)[None, :]).ravel()
-            else:
-                tidx = idx
-            xb = network_input(augment(train["tiles"][tidx].astype(np.float32), rng)[..., None], args.input)
-            if per_frame:
-                xb = xb.reshape((len(idx), k) + xb.shape[1:])
-                yb = np.array([train["records"][i]["label"] for i in idx], np.float32)[:, None]
-            else:
-                yb = train["label"][tidx].astype(np.float32)[:, None]
-            losses.append(float(model.train_on_batch(xb, yb)))
-        zv = tile_model_of(model).predict(x_val, batch_size=128, verbose=0).ravel()
-        frames, mean_z = frame_mean_logits(zv, val["frame"])
-        yv = yv_frames[frames]
-        rec = {
-            "epoch": epoch + 1,
-            "train_loss": float(np.mean(losses)),
-            "val_tile_loss": log_loss(zv, val["label"]),
-            "val_frame_loss": log_loss(mean_z, yv),
-            "val_frame_auc": roc_auc(mean_z, yv),
-            "seconds": round(time.time() - t0, 1),
-        }
-        is_best = not state["history"] or rec[crit] < min(h.get(crit, np.inf) for h in state["history"])
-        state["history"].append(rec)
-        state["epoch"] = epoch + 1
-        model.save(ckpt)
-        if is_best:
-            tile_model_of(model).save(best)
-        state_path.write_text(json.dumps(state, indent=1))
-        log(f"epoch {rec}" + (" (best)" if is_best else ""))
+    # SIGTERM/SIGINT only set a flag: the loop checkpoints at the next step and exits 128 + signal
+    with signals_as_flag() as stop:
+        done_steps = state["epoch"] * steps_per_epoch + state.get("in_epoch", {}).get("step", 0)
+        for epoch in range(state["epoch"], args.epochs):
+            rng = np.random.default_rng((args.seed, 100, epoch))
+            order = rng.permutation(units)
+            first, losses, seconds = 0, [], 0.0
+            inside = state.pop("in_epoch", None)
+            if inside is not None:  # resumed inside this epoch: same order, the random stream where it was
+                rng.bit_generator.state = inside["rng"]
+                first, losses, seconds = inside["step"], inside["losses"], inside["seconds"]
+            t0 = time.time()
+            for s in range(first, steps_per_epoch):
+                idx = np.sort(order[s * per_step : (s + 1) * per_step])
+                if per_frame:
+                    tidx = (idx[:, None] * k + np.arange(k)[None, :]).ravel()
+                else:
+                    tidx = idx
+                xb = augment(train["tiles"][tidx].astype(np.float32), rng)
+                xb = network_input(xb[..., None], args.input)
+                if per_frame:
+                    xb = xb.reshape((len(idx), k) + xb.shape[1:])
+                    yb = np.array([train["records"][i]["label"] for i in idx], np.float32)[:, None]
+                else:
+                    yb = train["label"][tidx].astype(np.float32)[:, None]
+                losses.append(float(model.train_on_batch(xb, yb)))
+                done_steps += 1
+                halt = stop or (args.stop_at_step is not None and done_steps >= args.stop_at_step)
+                periodic = args.checkpoint_every and (s + 1) % args.checkpoint_every == 0
+                if s + 1 < steps_per_epoch and (halt or periodic):
+                    state["in_epoch"] = {"step": s + 1, "rng": rng.bit_generator.state, "losses": losses,
+                                         "seconds": seconds + time.time() - t0}
+                    save_checkpoint(model, ckpt, state, state_path)
+                    del state["in_epoch"]
+                    if halt:
+                        log(f"stopped at step {s + 1} of epoch {epoch + 1}, checkpoint written; "
+                            "rerun to resume")
+                        return 128 + stop[0] if stop else 0
+            zv = tile_model_of(model).predict(x_val, batch_size=128, verbose=0).ravel()
+            frames, mean_z = frame_mean_logits(zv, val["frame"])
+            yv = yv_frames[frames]
+            rec = {
+                "epoch": epoch + 1,
+                "train_loss": float(np.mean(losses)),
+                "val_tile_loss": log_loss(zv, val["label"]),
+                "val_frame_loss": log_loss(mean_z, yv),
+                "val_frame_auc": roc_auc(mean_z, yv),
+                "seconds": round(seconds + time.time() - t0, 1),
+            }
+            is_best = not state["history"] or rec[crit] < min(h.get(crit, np.inf) for h in state["history"])
+            state["history"].append(rec)
+            state["epoch"] = epoch + 1
+            if is_best:
+                tile_model_of(model).save(best)
+            save_checkpoint(model, ckpt, state, state_path)
+            log(f"epoch {rec}" + (" (best)" if is_best else ""))
+            if stop or (args.stop_at_step is not None and done_steps >= args.stop_at_step):
+                log(f"stopped after epoch {epoch + 1}, checkpoint written; rerun to resume")
+                return 128 + stop[0] if stop else 0
 
     model = keras.models.load_model(best, custom_objects=custom_objects())
     # The calibration maps the mean of the tile logits that the command averages, and the mean of

@@ -1,5 +1,5 @@
-"""maxitrack-train --init-from: a fine-tuning run starts from the given network's weights, and a
-network of another architecture is refused with a one-line reason."""
+"""maxitrack-train: --init-from starts from the given network's weights (a network of another
+architecture is refused with a one-line reason); widths options; a resume inside an epoch."""
 
 import numpy as np
 import pytest
@@ -83,3 +83,52 @@ def test_widths_options_build_the_exported_network_and_guard_the_resume(tmp_path
     assert sorted(set(convs)) == [4, 6, 8, 10]
     assert main(common + ["--widths", "4", "6", "8", "12", "--out", str(tmp_path / "other")]) == 2
     assert not (tmp_path / "other").exists()
+
+
+def test_a_run_stopped_inside_an_epoch_resumes_to_the_same_network(tmp_path):
+    """A checkpoint inside an epoch keeps the epoch's random stream: a run stopped at step 2 of 4
+    (then again at step 5, inside the second epoch) and resumed exports the network that the same
+    run gives uninterrupted."""
+    import json
+
+    import keras
+
+    from maxitrack.model import custom_objects
+    from maxitrack.train import main
+
+    def args(work, *extra):
+        return ["--work", str(tmp_path / work), "--frames", "8", "--val-frames", "2",
+                "--frame-size", "256", "256", "--epochs", "2", "--batch", "8",
+                "--widths", "4", "4", "8", "8", "--ac-widths", "4", "4", "8", "8",
+                "--checkpoint-every", "3", "--out", str(tmp_path / work / "net"), *extra]
+
+    assert main(args("whole")) == 0
+    assert main(args("pieces", "--stop-at-step", "2")) == 0
+    state = json.loads((tmp_path / "pieces" / "state.json").read_text())
+    assert state["epoch"] == 0 and state["in_epoch"]["step"] == 2 and len(state["in_epoch"]["losses"]) == 2
+    assert not (tmp_path / "pieces" / "net").exists()
+    assert main(args("pieces", "--stop-at-step", "5")) == 0
+    state = json.loads((tmp_path / "pieces" / "state.json").read_text())
+    assert state["epoch"] == 1 and state["in_epoch"]["step"] == 1
+    assert main(args("pieces")) == 0
+    nets = [keras.models.load_model(tmp_path / w / "net" / "model.keras", custom_objects=custom_objects())
+            for w in ("whole", "pieces")]
+    for a, b in zip(*(n.get_weights() for n in nets)):
+        np.testing.assert_array_equal(a, b)
+    history = [json.loads((tmp_path / w / "state.json").read_text())["history"] for w in ("whole", "pieces")]
+    assert [h["train_loss"] for h in history[0]] == [h["train_loss"] for h in history[1]]
+
+
+def test_a_signal_during_training_is_a_flag_and_the_handlers_come_back():
+    """SIGTERM inside the training loop sets the flag the loop checks (it then checkpoints and
+    exits 128 + 15) instead of killing the process; the handler is restored afterwards."""
+    import os
+    import signal
+
+    from maxitrack.train import signals_as_flag
+
+    before = signal.getsignal(signal.SIGTERM)
+    with signals_as_flag() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop == [signal.SIGTERM]
+    assert signal.getsignal(signal.SIGTERM) is before
