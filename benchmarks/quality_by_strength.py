@@ -4,7 +4,7 @@ The truth rule labels a pixel where a contaminant adds more than ``k_sigma`` (1)
 noise (a quarter of it for the diffuse classes NEB and BBG). Many labelled pixels are therefore at
 the noise level, where no detector can rank them above clean pixels, and the pixel ROC AUC of
 :mod:`benchmarks.quality` mixes two questions: are the faint pixels found, and are the obvious ones?
-This benchmark separates them: for each class whose truth comes from an added signal (CR, HP, P,
+This benchmark separates them: for each class whose truth comes from an added signal (CR, HCL, HP, P,
 TRL, SP, NEB, BBG) or a lost one (DP), the AUC of the positive pixels whose signal exceeds S times
 the local noise (S = 0, 3, 10, 30) against *all* negative pixels of that class.
 
@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ideal_detector import dead_pixel_loss  # noqa: E402
 from quality import HELDOUT_SEED  # noqa: E402
 
-CLASSES = ("CR", "HP", "DP", "P", "TRL", "SP", "NEB", "BBG")
+CLASSES = ("CR", "HCL", "HP", "DP", "P", "TRL", "SP", "NEB", "BBG")
 STRENGTHS = (0, 3, 10, 30)
 SHAPE = (1024, 1024)
 
