@@ -49,7 +49,7 @@ class StubNetwork:
         self._logits = rng.normal(-4.0, 3.0, (1, tile, tile, N_CLASSES)).astype(np.float32)
         self.calls = 0
 
-    def predict_logits(self, batch, copy=True):
+    def predict_logits(self, batch, copy=True, margin=0):
         self.calls += 1
         return np.broadcast_to(self._logits, (batch.shape[0],) + self._logits.shape[1:])
 

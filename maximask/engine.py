@@ -107,8 +107,9 @@ def infer(
         ``network.metadata.normalisation``. Cubes: call once per plane.
     network : maximask.network.Network
         Anything with ``metadata`` (tile_size, margin, size_multiple, normalisation) and
-        ``predict_logits(float32 (B, T, T, 1), copy) -> float32 (B, T, T, C)``; called with
-        ``copy=False``, it may return a view of a buffer that the next call reuses.
+        ``predict_logits(float32 (B, T, T, 1), copy, margin) -> float32 (B, T, T, C)``; called with
+        ``copy=False``, it may return a view of a buffer that the next call reuses, and with
+        ``margin=metadata.margin``, it may leave the tile edges outside the core unset.
     batch_size : int
         Tiles per network call.
     tile_transform : callable, optional
@@ -159,7 +160,7 @@ def infer(
     batch_size = max(1, min(int(batch_size), _CALL_MEMORY // per_tile))
     for tiles in plan.batches(batch_size):
         buf = plan.gather(frame, tiles, buf)
-        logits = network.predict_logits(buf[: len(tiles)], copy=False)
+        logits = network.predict_logits(buf[: len(tiles)], copy=False, margin=meta.margin)
         for tile, lg in zip(tiles, logits):
             out = write(out, tile.core, lg[tile.inner])
         # the logits may be a view of the runtime's buffer, which must be released before its next run

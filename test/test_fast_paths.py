@@ -159,7 +159,7 @@ class StubNetwork:
                                         tile_size=tile, size_multiple=8, normalisation=dict(DEFAULT_NORMALISATION))
         self._logits = logits(tile, tile, seed=5)
 
-    def predict_logits(self, batch, copy=True):
+    def predict_logits(self, batch, copy=True, margin=0):
         return np.broadcast_to(self._logits, (len(batch),) + self._logits.shape)
 
 

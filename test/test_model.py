@@ -208,14 +208,14 @@ def test_exported_refinement_runs_in_exact_strips(tmp_path, monkeypatch):
 
     import maximask.network as network_module
     from maximask.model import build_model
-    from maximask.network import Network, NetworkMetadata, save_network, weights_hash
+    from maximask.network import Network, NetworkMetadata, save_network, strip_starts, weights_hash
 
     keras.utils.set_random_seed(4)
     model = build_model(SMALL_REFINED, batch_norm=False)
     model.set_weights([np.random.default_rng(10 + i).normal(0, 0.5, w.shape).astype(np.float32)
                        for i, w in enumerate(model.get_weights())])
     monkeypatch.setattr(network_module, "REFINE_ROWS", 32)
-    tile = 96
+    tile = 192  # more than twice the margin (64), as the tiler needs
     meta = NetworkMetadata(name="maximask", classes=["CR", "HP", "BG"], training_priors=[0.1, 0.1, 0.8],
                            margin=required_margin(SMALL_REFINED), tile_size=tile,
                            size_multiple=SMALL_REFINED.size_multiple, normalisation={})
@@ -240,6 +240,22 @@ def test_exported_refinement_runs_in_exact_strips(tmp_path, monkeypatch):
     view = net.predict_logits(batch[:1], copy=False)
     np.testing.assert_allclose(view, expected[:1], rtol=0, atol=tol)
     assert not view.flags.writeable
+    # the tiler's margin: only the strips that cover the core run, and the core is exact
+    m = saved["margin"]
+    assert 0 < m and strip_starts(tile, 32, 4, m) == [64, 96]
+    core = np.s_[:, m:tile - m, m:tile - m]
+    np.testing.assert_allclose(net.predict_logits(batch, margin=m)[core], expected[core], rtol=0, atol=tol)
+
+
+def test_refinement_strips_cover_the_core_only():
+    from maximask.network import strip_starts
+
+    assert strip_starts(1280, 160, 4, 0) == list(range(0, 1280, 160))  # the whole tile: 8 strips
+    # the shipped geometry: 7 strips for rows 128 .. 1152, the last moved up to end at row 1248
+    assert strip_starts(1280, 160, 4, 128) == [128, 288, 448, 608, 768, 928, 1088]
+    assert strip_starts(1280, 160, 4, 200) == [200, 360, 520, 680, 840, 1000]  # rows 200 .. 1160
+    assert strip_starts(100, 40, 4, 0) == [0, 40, 60]  # the last strip overlaps its neighbour
+    assert strip_starts(100, 40, 4, 10) == [8, 48, 60]  # on the head's 4-px grid; rows 8 .. 100
 
 
 def test_missing_refinement_file_is_a_usage_error(tmp_path):
