@@ -1,0 +1,132 @@
+"""Our network against the MaxiMask 1.4.1 network on the same held-out frames (the product's quality target).
+
+The frames are those of :mod:`benchmarks.quality` (root seed ``quality.HELDOUT_SEED``, 2048^2, the
+simulator's default mix; ``--frames`` takes the first N). Each is written to a temporary FITS file and
+masked by the reference's own command, ``maximask`` of MaxiMask 1.4.1 (Paillassa, Bertin & Bouy
+2020; MIT licence, code and weights on PyPI), with ``--prior_modif false --proba_thresh false``:
+its raw probabilities, which are turned back into logits. Our network runs as in
+:mod:`benchmarks.quality` (:func:`maximask.engine.infer`). Both are scored against the simulator's
+truth with the same histograms: ROC AUC, TPR at FPR 1e-3 and 1e-2, AP.
+
+The reference is not a dependency of this project: install it in a virtual environment of its own
+(its module, ``maximask_and_maxitrack``, and its command, ``maximask``, would shadow ours)::
+
+    python3 -m venv ../mmref && ../mmref/bin/pip install --no-deps MaxiMask==1.4.1 \\
+        && ../mmref/bin/pip install tensorflow-cpu astropy scipy numpy tqdm
+    python benchmarks/reference_maximask.py --reference ../mmref/bin/maximask \\
+        --out benchmarks/results/reference_maximask.json --markdown benchmarks/results/reference_maximask.md
+
+The frames are ours: simulated by our simulator, whose physics and truth rule (a pixel is labelled
+where the contaminant adds more than 1 sigma) are not those MaxiMask was trained on. The comparison
+says how each network does on these frames, not which is better on real data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from maximask.classes import ABBRS
+from maximask.engine import infer
+from maximask.metrics import ScoreHistogram, all_metrics
+from maximask.network import Network
+from maximask.resources import default_net_dir
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import FRAME_SHAPE, HELDOUT_SEED, N_FRAMES, frames  # noqa: E402
+
+#: The reference's probabilities are float32 sigmoids: 0 and 1 are clipped this far in before the logit.
+P_CLIP = 1e-7
+
+
+def probabilities_to_logits(p: np.ndarray) -> np.ndarray:
+    """``log(p / (1 - p))`` of probabilities clipped to ``[P_CLIP, 1 - P_CLIP]`` (float32)."""
+    p = np.clip(np.asarray(p, np.float64), P_CLIP, 1.0 - P_CLIP)
+    return (np.log(p) - np.log1p(-p)).astype(np.float32)
+
+
+def reference_logits(reference: str, image: np.ndarray, tmp: Path) -> np.ndarray:
+    """Logits (14, H, W) of the reference command's raw probabilities for one image."""
+    from astropy.io import fits
+
+    path = tmp / "frame.fits"
+    fits.PrimaryHDU(image.astype(np.float32)).writeto(path, overwrite=True)
+    subprocess.run([reference, str(path), "--prior_modif", "false", "--proba_thresh", "false"],
+                   check=True, capture_output=True, cwd=tmp)
+    with fits.open(tmp / "frame.mask.fits") as hdul:
+        proba = np.asarray(hdul[0].data)
+    if proba.shape != (len(ABBRS),) + image.shape:
+        raise RuntimeError(f"reference output of shape {proba.shape}, expected {(len(ABBRS),) + image.shape}")
+    return probabilities_to_logits(proba)
+
+
+def table(ours: dict, ref: dict) -> str:
+    """Markdown table: each metric of our network beside the reference's."""
+    lines = ["| class | positive pixels | ROC AUC, ours | ROC AUC, MaxiMask 1.4.1 | TPR @ 1e-3, ours / ref | "
+             "TPR @ 1e-2, ours / ref | AP, ours / ref |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+
+    def f(v):
+        return "—" if v is None else f"{v:.4f}" if abs(v) >= 0.1 else f"{v:.3f}"
+
+    for c in ABBRS:
+        a, b = ours[c], ref[c]
+        lines.append(f"| {c} | {a['n_pos']} | {f(a['auc'])} | {f(b['auc'])} | {f(a['tpr_at_fpr_1e-3'])} / "
+                     f"{f(b['tpr_at_fpr_1e-3'])} | {f(a['tpr_at_fpr_1e-2'])} / {f(b['tpr_at_fpr_1e-2'])} | "
+                     f"{f(a['ap'])} / {f(b['ap'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--reference", required=True, help="the MaxiMask 1.4.1 command (in its own venv)")
+    p.add_argument("--net-dir", default=str(default_net_dir()))
+    p.add_argument("--frames", type=int, default=N_FRAMES,
+                   help=f"the first N held-out frames (default {N_FRAMES})")
+    p.add_argument("--out", default=None, help="JSON results")
+    p.add_argument("--markdown", default=None, help="markdown table")
+    args = p.parse_args(argv)
+    net = Network(args.net_dir)
+    hists = {"ours": ScoreHistogram(len(ABBRS)), "reference": ScoreHistogram(len(ABBRS))}
+    seconds = {"ours": 0.0, "reference": 0.0}
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        seqs = [np.random.SeedSequence(HELDOUT_SEED, spawn_key=(i,)) for i in range(args.frames)]
+        for i, (image, truth) in enumerate(frames(seqs, FRAME_SHAPE)):
+            t = time.time()
+            ours = infer(image, net, batch_size=1, tile_transform=lambda lg: np.moveaxis(lg, -1, 0))
+            hists["ours"].add(ours, truth)
+            seconds["ours"] += time.time() - t
+            t = time.time()
+            hists["reference"].add(reference_logits(args.reference, image, Path(tmp)), truth)
+            seconds["reference"] += time.time() - t
+            print(f"frame {i + 1}/{args.frames}: ours {seconds['ours']:.0f} s, "
+                  f"reference {seconds['reference']:.0f} s so far", file=sys.stderr, flush=True)
+    metrics = {k: all_metrics(h, list(ABBRS)) for k, h in hists.items()}
+    result = {
+        "frames": args.frames, "frame_shape": list(FRAME_SHAPE), "seed": HELDOUT_SEED,
+        "net_dir": args.net_dir, "model_id": net.model_id, "reference": f"MaxiMask 1.4.1 ({args.reference})",
+        "command": "python benchmarks/reference_maximask.py "
+                   + " ".join(sys.argv[1:] if argv is None else argv),
+        "seconds": {k: round(v, 1) for k, v in seconds.items()}, "wall_s": round(time.time() - t0, 1),
+        "metrics": metrics,
+    }
+    md = table(metrics["ours"], metrics["reference"])
+    print(md)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
