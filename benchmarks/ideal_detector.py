@@ -30,7 +30,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -42,6 +41,7 @@ from maximask.classes import INDEX
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import FRAME_SHAPE, HELDOUT_SEED, N_FRAMES  # noqa: E402
+from results_io import write_json  # noqa: E402
 
 #: Signal-to-noise bins (lower edges) of the per-bin table.
 SNR_BINS = (1, 2, 3, 5, 10, 30)
@@ -139,8 +139,7 @@ def main(argv=None) -> int:
     print(f"({args.frames} frames, {result['wall_s']} s; per S/N bin: the share of the positives, "
           "and their ideal AUC)")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        write_json(args.out, result)
     return 0
 
 

@@ -34,7 +34,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -47,6 +46,7 @@ from maximask.metrics import (FRAME_QUANTILE, MAX_CLEAN_FLAGGED, MIN_LIFT, Score
                               mask_logit_threshold)
 from maximask.network import Network
 from maximask.resources import default_config_dir, default_net_dir
+from results_io import write_json
 
 HELDOUT_SEED = 909_090_17  # never used by training (maximask.train.DEFAULT_SEED = 20261123)
 N_FRAMES = 24
@@ -286,8 +286,7 @@ def main(argv=None):
         result["thresholds"] = dict(zip(ABBRS, map(float, thr)))
         lines = [f"{a} {t:.6g}" for a, t in zip(ABBRS, thr)]
         Path(args.thresh_file).write_text("\n".join(lines) + "\n")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.out, result)
     table = markdown_table(metrics)
     if args.markdown:
         Path(args.markdown).write_text(table)

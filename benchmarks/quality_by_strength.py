@@ -22,7 +22,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ from maximask.resources import default_net_dir
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ideal_detector import dead_pixel_loss  # noqa: E402
 from quality import HELDOUT_SEED  # noqa: E402
+from results_io import write_json  # noqa: E402
 
 CLASSES = ("CR", "HCL", "HP", "DP", "P", "TRL", "SP", "NEB", "BBG")
 STRENGTHS = (0, 3, 10, 30)
@@ -99,8 +99,7 @@ def main(argv=None) -> int:
     print(table)
     print(f"({args.frames} frames, {result['wall_s']} s; in brackets: the share of the class's positive pixels)")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        write_json(args.out, result)
     return 0
 
 

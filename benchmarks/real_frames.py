@@ -13,7 +13,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from results_io import write_json
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SUFFIXES = (".fits", ".fit", ".fts", ".fits.fz", ".fits.gz")
@@ -74,8 +74,7 @@ def main(argv=None) -> int:
             flagged = ", ".join(f"{c} {100 * v:.2f}%" for c, v in fr.items() if v > 0 and c != "BG")
             print(f"  {hdu}: {flagged or 'nothing flagged'}")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        write_json(args.out, result)
     return 0
 
 

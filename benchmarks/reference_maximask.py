@@ -24,7 +24,6 @@ says how each network does on these frames, not which is better on real data.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from maximask.resources import default_net_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import FRAME_SHAPE, HELDOUT_SEED, N_FRAMES, frames  # noqa: E402
+from results_io import write_json  # noqa: E402
 
 #: The reference's probabilities are float32 sigmoids: 0 and 1 are clipped this far in before the logit.
 P_CLIP = 1e-7
@@ -121,8 +121,7 @@ def main(argv=None) -> int:
     md = table(metrics["ours"], metrics["reference"])
     print(md)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        write_json(args.out, result)
     if args.markdown:
         Path(args.markdown).write_text(md)
     return 0

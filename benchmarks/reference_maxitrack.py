@@ -35,6 +35,7 @@ from maxitrack.train import frame_rng, roc_auc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tracking_quality import fpr_at_tpr, tpr_at_fpr  # noqa: E402
+from results_io import write_json  # noqa: E402
 
 
 def read_scores(path: Path) -> dict:
@@ -110,8 +111,7 @@ def main(argv=None) -> int:
         result[name] = summary(np.array([s[n] for n in names]), y, kinds)
     print(json.dumps({k: result[k] for k in ("ours", "reference", "seconds")}, indent=1))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        write_json(args.out, result)
     return 0
 
 
