@@ -14,9 +14,10 @@ from typing import Callable
 
 import numpy as np
 
+from .context import ContextPass, bin_frame, combine, upsample
 from .normalize import normalize_image
 from .postprocess import write_probabilities
-from .tiling import plan_tiles
+from .tiling import fitted_tile_size, plan_tiles
 
 
 def sigmoid_planes(logits: np.ndarray) -> np.ndarray:
@@ -97,6 +98,7 @@ def infer(
     progress: Callable[[int], object] | None = None,
     info: dict | None = None,
     overwrite_input: bool = False,
+    context: bool = True,
 ) -> np.ndarray:
     """Run a network on a 2D frame of any size, tile by tile.
 
@@ -109,7 +111,10 @@ def infer(
         Anything with ``metadata`` (tile_size, margin, size_multiple, normalisation) and
         ``predict_logits(float32 (B, T, T, 1), copy, margin) -> float32 (B, T, T, C)``; called with
         ``copy=False``, it may return a view of a buffer that the next call reuses, and with
-        ``margin=metadata.margin``, it may leave the tile edges outside the core unset.
+        ``margin=metadata.margin``, it may leave the tile edges outside the core unset. With a
+        context pass it is also called with ``writable=True`` and must then return a writable array.
+        If it has a true ``flexible_tiles`` attribute, a frame smaller than a tile's core is run
+        in one smaller tile (:func:`maximask.tiling.fitted_tile_size`).
     batch_size : int
         Tiles per network call.
     tile_transform : callable, optional
@@ -129,6 +134,9 @@ def infer(
     overwrite_input : bool
         The normalised frame may replace ``image``'s pixels (float32 input the caller no longer
         needs), saving a frame's worth of memory.
+    context : bool
+        Run the network's context pass (``metadata.context``, see :mod:`maximask.context`) where
+        it has one and the frame is large enough; False gives the full-resolution logits alone.
 
     Returns
     -------
@@ -141,9 +149,26 @@ def infer(
         From :func:`maximask.normalize.normalize_image` (all-NaN, constant or non-2D image).
     """
     meta = network.metadata
+    # the context pass runs first: it needs the raw pixels, which normalisation may overwrite
+    coarse, plan_ctx = None, None
+    if context:
+        plan_ctx = ContextPass.from_metadata(getattr(meta, "context", None), meta.classes)
+    if plan_ctx is not None and plan_ctx.applies_to(np.shape(image)):
+        channels = list(plan_ctx.channels)
+        try:
+            coarse = infer(bin_frame(image, plan_ctx.factor), network, batch_size,
+                           tile_transform=lambda lg: np.moveaxis(lg[..., channels], -1, 0), context=False)
+        except ValueError:
+            # a binned frame that cannot be normalised (constant) while the frame itself can: the
+            # frame's own logits stand; a frame that cannot be normalised fails just below
+            coarse = None
     norm = normalize_image(image, meta.normalisation, overwrite_input=overwrite_input)
     frame = norm.data
-    plan = plan_tiles(frame.shape, meta.tile_size, meta.margin, meta.size_multiple)
+    tile_size = meta.tile_size
+    if getattr(network, "flexible_tiles", False):
+        refine_rows = int((getattr(meta, "refinement", None) or {}).get("rows", 1))
+        tile_size = fitted_tile_size(frame.shape, tile_size, meta.margin, meta.size_multiple, refine_rows)
+    plan = plan_tiles(frame.shape, tile_size, meta.margin, meta.size_multiple)
     if info is not None:
         info.update(
             n_tiles=len(plan),
@@ -160,11 +185,17 @@ def infer(
     batch_size = max(1, min(int(batch_size), _CALL_MEMORY // per_tile))
     for tiles in plan.batches(batch_size):
         buf = plan.gather(frame, tiles, buf)
-        logits = network.predict_logits(buf[: len(tiles)], copy=False, margin=meta.margin)
+        if coarse is None:
+            logits = network.predict_logits(buf[: len(tiles)], copy=False, margin=meta.margin)
+        else:
+            logits = network.predict_logits(buf[: len(tiles)], copy=False, margin=meta.margin, writable=True)
         for tile, lg in zip(tiles, logits):
-            out = write(out, tile.core, lg[tile.inner])
+            core = lg[tile.inner]
+            if coarse is not None:
+                core = combine(core, upsample(coarse, plan_ctx.factor, *tile.core), plan_ctx)
+            out = write(out, tile.core, core)
         # the logits may be a view of the runtime's buffer, which must be released before its next run
-        del logits, lg
+        del logits, lg, core
         if progress is not None:
             progress(len(tiles))
     return out

@@ -74,6 +74,10 @@ class NetworkMetadata:
         ``{"file": "refine.tflite", "rows": R, "halo": 4, "block": 4}`` when the network's
         full-resolution refinement runs separately on strips of R rows (R + 2 halo rows in, the
         coarse head's rows at 1/block resolution with one halo row); None otherwise.
+    context : dict or None
+        ``{"factor": b, "classes": {"NEB": "mean", ...}}`` when the network also runs on the frame
+        binned b x b and those classes take (``"coarse"``) or average in (``"mean"``) its logits
+        (see :mod:`maximask.context`); None otherwise.
     """
 
     name: str
@@ -86,6 +90,7 @@ class NetworkMetadata:
     output: str = "logits"
     extra: dict = dataclasses.field(default_factory=dict)
     refinement: dict | None = None
+    context: dict | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> "NetworkMetadata":
@@ -94,6 +99,9 @@ class NetworkMetadata:
         meta = cls(**{k: v for k, v in d.items() if k in fields})
         if meta.refinement:
             _check_refinement(meta.refinement, int(meta.tile_size))
+        from .context import ContextPass
+
+        ContextPass.from_metadata(meta.context, meta.classes)  # raises if malformed
         return meta
 
     def to_dict(self) -> dict:
@@ -111,14 +119,18 @@ def _check_refinement(refinement: dict, tile_size: int) -> tuple[int, int, int]:
     return rows, halo, block
 
 
-def weights_hash(path: str | os.PathLike, *more: str | os.PathLike) -> str:
+def weights_hash(path: str | os.PathLike, *more: str | os.PathLike, context: dict | None = None) -> str:
     """Model identifier: the first 16 hex digits of the SHA-256 of the inference model file(s)
-    (``model.tflite``, then ``refine.tflite`` where there is one)."""
+    (``model.tflite``, then ``refine.tflite`` where there is one), then of the context pass's
+    description (``metadata.context``, canonical JSON) where there is one: the pass changes the
+    outputs, so it is part of what the identifier names."""
     h = hashlib.sha256()
     for p in (path,) + more:
         with open(p, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
+    if context:
+        h.update(b"context:" + json.dumps(context, sort_keys=True, separators=(",", ":")).encode())
     return h.hexdigest()[:16]
 
 
@@ -140,6 +152,23 @@ def _stderr_silenced():
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+#: LiteRT operators whose output shape follows from their input's alone, so that a graph made only
+#: of them runs on any spatial size (a RESHAPE, for one, carries the converted size as a constant).
+_SIZE_FREE_OPS = frozenset({"ADD", "SUB", "MUL", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D",
+                            "DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "MAX_POOL_2D", "AVERAGE_POOL_2D", "RELU",
+                            "RELU6", "LOGISTIC"})
+
+
+def _size_free(interpreter) -> bool:
+    """Whether every operator of a LiteRT graph is in ``_SIZE_FREE_OPS`` (False if unknown; call
+    it before ``allocate_tensors``, after which delegated operators read ``DELEGATE``)."""
+    try:
+        ops = {d["op_name"] for d in interpreter._get_ops_details()}
+    except Exception:  # a private API: without it, assume the converted size is required
+        return False
+    return bool(ops) and ops <= _SIZE_FREE_OPS
 
 
 class Network:
@@ -170,7 +199,8 @@ class Network:
             refine_path = self.net_dir / refinement.get("file", REFINE_FILE)
             if not refine_path.is_file():
                 raise UsageError(self.net_dir, f"not a network directory: {refine_path.name} is missing")
-        self.model_id = weights_hash(model_path, *([refine_path] if refine_path else []))
+        self.model_id = weights_hash(model_path, *([refine_path] if refine_path else []),
+                                     context=self.metadata.context)
         if num_threads is None:
             num_threads = int(os.environ.get("MAXIMASK_THREADS", 0)) or len(os.sched_getaffinity(0))
         from ai_edge_litert.interpreter import Interpreter
@@ -180,22 +210,29 @@ class Network:
         self._output = self._interpreter.get_output_details()[0]["index"]
         self._shape = None
         self._strips = None
+        #: Whether tiles smaller than ``metadata.tile_size`` may be run (see ``predict_logits``).
+        self.flexible_tiles = _size_free(self._interpreter)
         if refine_path is not None:
-            self._strips = _StripRefinement(Interpreter(model_path=str(refine_path), num_threads=num_threads),
-                                            refinement, self.metadata.tile_size, len(self.metadata.classes))
+            refine = Interpreter(model_path=str(refine_path), num_threads=num_threads)
+            # read before the first allocation, which replaces the operators by XNNPACK's DELEGATE
+            self.flexible_tiles = self.flexible_tiles and _size_free(refine)
+            self._strips = _StripRefinement(refine, refinement, self.metadata.tile_size, len(self.metadata.classes))
 
     @property
     def n_outputs(self) -> int:
         return len(self.metadata.classes)
 
-    def predict_logits(self, batch: np.ndarray, copy: bool = True, margin: int = 0) -> np.ndarray:
+    def predict_logits(self, batch: np.ndarray, copy: bool = True, margin: int = 0,
+                       writable: bool = False) -> np.ndarray:
         """Run the network.
 
         Parameters
         ----------
         batch : ndarray, float32, shape (B, T, T, 1)
-            Normalised tiles, T = ``metadata.tile_size`` (the inference model has a fixed spatial
-            size; any batch size B works).
+            Normalised tiles: T = ``metadata.tile_size``, or a smaller multiple of
+            ``metadata.size_multiple`` (at least the refinement's strip rows) for a frame smaller
+            than a tile (the runtime is resized, which costs an allocation, when T changes between
+            calls); any batch size B.
         copy : bool
             If False, return a read-only view of the runtime's output buffer instead of a copy
             (saves ~1 ms per MB of logits). The caller must drop every reference to it before the
@@ -205,6 +242,10 @@ class Network:
             tiler's margin: it keeps only the core). A network with a refinement then refines and
             copies only the core (7 strips instead of 8 on a 1280-px tile with a 128-px margin);
             the edges of its result are left unset. The core is the same as with ``margin=0``.
+        writable : bool
+            With ``copy=False``, an array the caller may write into: the refinement's reused
+            buffer (the next call overwrites it), or a copy for a network without refinement. The
+            engine combines the context pass's logits there.
 
         Returns
         -------
@@ -228,9 +269,9 @@ class Network:
             if copy:
                 return logits.copy()
             view = logits.view()
-            view.flags.writeable = False
+            view.flags.writeable = writable
             return view
-        if copy:
+        if copy or writable:  # LiteRT's own output buffer cannot be made writable
             return self._interpreter.get_tensor(self._output)
         view = self._interpreter.tensor(self._output)()
         view.flags.writeable = False
@@ -269,11 +310,24 @@ class _StripRefinement:
         self._output = interpreter.get_output_details()[0]["index"]
         self._logits = None
 
+    def _fit_width(self, t: int) -> None:
+        """Resize the strip inputs to tiles of side ``t`` (the strips' width)."""
+        if t == self.tile_size:
+            return
+        for d in (self._image_in, self._head_in):
+            shape = list(d["shape"])
+            shape[2] = t // self.block if d is self._head_in else t
+            self._it.resize_tensor_input(d["index"], shape, strict=False)
+        with _stderr_silenced():
+            self._it.allocate_tensors()
+        self.tile_size = t
+
     def run(self, batch: np.ndarray, head: np.ndarray, margin: int = 0) -> np.ndarray:
         """Logits (B, T, T, C) of a batch of tiles (B, T, T, 1) from their coarse head outputs;
         only rows and columns ``margin .. T - margin`` are set when ``margin`` > 0."""
+        self._fit_width(batch.shape[1])
         t, r, h, b = self.tile_size, self.rows, self.halo, self.block
-        if self._logits is None or self._logits.shape[0] != len(batch):
+        if self._logits is None or self._logits.shape[:2] != (len(batch), t):
             self._logits = None  # release the old buffer before allocating the new one
             self._logits = np.empty((len(batch), t, t, self.n_classes), np.float32)
         image_in, head_in = self._image_in["index"], self._head_in["index"]
@@ -348,7 +402,7 @@ def save_network(model, net_dir, metadata: NetworkMetadata) -> str:
         meta["refinement"] = None
     converter = tf.lite.TFLiteConverter.from_keras_model(fixed)
     (net_dir / MODEL_FILE).write_bytes(converter.convert())
-    model_id = weights_hash(*files)
+    model_id = weights_hash(*files, context=meta.get("context"))
     meta["extra"] = dict(meta.get("extra") or {}, model_id=model_id)
     (net_dir / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return model_id

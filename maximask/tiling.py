@@ -172,3 +172,32 @@ def plan_tiles(shape, tile_size: int, margin: int, size_multiple: int = 1) -> Ti
             inner = (slice(m, m + ys.stop - ys.start), slice(m, m + xs.stop - xs.start))
             tiles.append(Tile(iy * step, ix * step, (ys, xs), inner))
     return TilePlan((h, w), t, m, step, canvas_shape, tiles)
+
+
+def fitted_tile_size(shape, tile_size: int, margin: int, size_multiple: int = 1, minimum: int = 1) -> int:
+    """Tile side for a frame: ``tile_size``, or less where the frame fits in one tile's core.
+
+    A frame smaller than a tile's core would otherwise be padded with zeros to a whole tile; the
+    network then computes pixels nobody reads (a 512^2 frame in a 1280^2 tile: 6x its pixels). The
+    core's outputs do not depend on the tile size as long as the margin is kept.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Frame shape (H, W).
+    tile_size, margin, size_multiple : int
+        As in :func:`plan_tiles`.
+    minimum : int
+        Least tile side the network accepts (e.g. its refinement's strip rows).
+
+    Returns
+    -------
+    int
+        The smallest multiple of ``size_multiple`` (at least ``minimum``) whose core covers the
+        frame in one tile, if that is below ``tile_size``; otherwise ``tile_size``.
+    """
+    s, m = int(size_multiple), int(margin)
+    core = -(-max(int(v) for v in shape) // s) * s
+    fitted = -(-(core + 2 * m) // s) * s
+    fitted = -(-max(fitted, int(minimum)) // s) * s
+    return min(int(tile_size), fitted)

@@ -184,7 +184,7 @@ def test_shipped_network_consistent():
     assert meta["classes"] == list(ABBRS)
     assert meta["output"] == "logits"
     files = [SHIPPED / "model.tflite"] + ([SHIPPED / meta["refinement"]["file"]] if meta.get("refinement") else [])
-    assert meta["extra"]["model_id"] == weights_hash(*files)
+    assert meta["extra"]["model_id"] == weights_hash(*files, context=meta.get("context"))
     arch = Architecture.from_dict(meta["extra"]["architecture"])
     assert meta["margin"] == required_margin(arch)
     assert meta["size_multiple"] == arch.size_multiple
@@ -197,6 +197,33 @@ def test_shipped_network_consistent():
     out = net.predict_logits(np.zeros((1, t, t, 1), np.float32))
     assert out.shape == (1, t, t, len(ABBRS))
     assert np.isfinite(out).all()
+    assert net.model_id == meta["extra"]["model_id"]
+
+
+@pytest.mark.skipif(not (SHIPPED / "model.tflite").is_file(), reason="no shipped network")
+def test_shipped_network_small_frames_run_in_a_fitted_tile():
+    """The shipped graphs are made of size-free operators: a frame smaller than a tile's core runs
+    in one smaller tile (a 300 x 200 frame: 576^2 instead of 1280^2) with the same logits."""
+    from maximask.engine import infer
+    from maximask.network import Network
+    from maximask.tiling import fitted_tile_size
+
+    net = Network(SHIPPED, num_threads=1)
+    assert net.flexible_tiles
+    meta = net.metadata
+    shape = (300, 200)
+    assert fitted_tile_size(shape, meta.tile_size, meta.margin, meta.size_multiple) == 576
+    rng = np.random.default_rng(3)
+    image = rng.normal(100.0, 5.0, shape).astype(np.float32)
+    image[150:156, 40:120] += 400.0
+
+    def logits(lg):
+        return np.moveaxis(lg, -1, 0).copy()
+
+    fitted = infer(image, net, tile_transform=logits)
+    net.flexible_tiles = False  # the whole tile, as before fitting
+    whole = infer(image, net, tile_transform=logits)
+    np.testing.assert_array_equal(fitted, whole)
 
 
 def test_exported_refinement_runs_in_exact_strips(tmp_path, monkeypatch):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from maximask.tiling import plan_tiles
+from maximask.tiling import fitted_tile_size, plan_tiles
 
 GEOMETRIES = [(64, 10, 4), (64, 8, 8), (512, 48, 16), (32, 0, 1), (33, 5, 1)]
 SHAPES = [(1, 1), (100, 80), (64, 64), (44, 44), (45, 200), (300, 131), (7, 513)]
@@ -104,3 +104,17 @@ def test_bad_geometry_and_batch_size():
         list(plan_tiles((10, 10), 64, 10, 4).batches(0))
     with pytest.raises(ValueError):
         plan_tiles((10, 10), 64, 10, 4).canvas(np.zeros((11, 10)))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (300, 200), (200, 300), (1000, 700), (768, 768), (769, 10), (5000, 20)])
+def test_fitted_tile_covers_the_frame_in_one_tile_or_keeps_the_tile(shape):
+    t, m, s = 1280, 128, 32
+    fitted = fitted_tile_size(shape, t, m, s, minimum=160)
+    assert fitted % s == 0 and 160 <= fitted <= t
+    plan = plan_tiles(shape, fitted, m, s)
+    if fitted < t:
+        assert len(plan) == 1
+        # and it is the smallest such tile
+        assert fitted - s < 160 or (fitted - s - 2 * m) // s * s < max(shape)
+    else:
+        assert len(plan) == len(plan_tiles(shape, t, m, s))

@@ -1,0 +1,171 @@
+"""The context pass: binning, interpolation back to full resolution, combination, and the engine."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from maximask.classes import ABBRS
+from maximask.context import MIN_BINNED_SIDE, ContextPass, bin_frame, combine, upsample
+from maximask.engine import infer
+
+
+def test_bin_frame_means_blocks_ignoring_nonfinite_pixels():
+    image = np.arange(7 * 5, dtype=">i2").reshape(7, 5)  # big-endian integers, as FITS gives them
+    got = bin_frame(image, 3)
+    assert got.shape == (3, 2) and got.dtype == np.float32
+    x = image.astype(float)
+    assert got[0, 0] == x[:3, :3].mean()
+    assert got[0, 1] == x[:3, 3:].mean()  # a partial block averages the pixels it holds
+    assert got[2, 1] == x[6:, 3:].mean()
+    f = x.astype(np.float32)
+    f[0, 0], f[1, 1], f[3:6, 3:] = np.nan, np.inf, np.nan
+    got = bin_frame(f, 3)
+    assert got[0, 0] == pytest.approx(np.delete(x[:3, :3].ravel(), [0, 4]).mean())
+    assert np.isnan(got[1, 1]) and np.isfinite(np.delete(got.ravel(), 3)).all()
+
+
+def test_bin_frame_by_bands_equals_one_reshape():
+    """Frames taller than one band of blocks (64 block rows) are binned band by band."""
+    rng = np.random.default_rng(0)
+    image = rng.normal(0, 1, (8 * 70 + 5, 33)).astype(np.float32)
+    got = bin_frame(image, 8)
+    padded = np.full((8 * 71, 40), np.nan)
+    padded[: image.shape[0], :33] = image
+    expected = np.nanmean(padded.reshape(71, 8, 5, 8), axis=(1, 3))
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_upsample_is_bilinear_at_pixel_centres_and_seamless():
+    b = 4
+    yy, xx = np.mgrid[0:10, 0:12].astype(np.float32)
+    coarse = np.stack([2 * yy - 3 * xx, np.ones_like(yy)])
+    full = upsample(coarse, b, slice(0, 40), slice(0, 48))
+    assert full.shape == (2, 40, 48) and full.dtype == np.float32
+    # a linear map is reproduced between the first and last block centres ((i + 0.5) / b - 0.5)
+    u = (np.arange(40) + 0.5) / b - 0.5
+    v = (np.arange(48) + 0.5) / b - 0.5
+    inside = np.ix_((u >= 0) & (u <= 9), (v >= 0) & (v <= 11))
+    np.testing.assert_allclose(full[0][inside], (2 * u[:, None] - 3 * v[None, :])[inside], atol=1e-5)
+    # beyond them, the end value
+    assert full[0, 0, 0] == full[0, 1, 1] == 0.0
+    assert (full[1] == 1).all()
+    # any window gives the pixels their whole-frame values: tiles stitch without seams
+    np.testing.assert_array_equal(upsample(coarse, b, slice(13, 29), slice(5, 47)), full[:, 13:29, 5:47])
+
+
+def test_combine_changes_only_the_named_channels():
+    plan = ContextPass.from_metadata({"factor": 8, "classes": {"NEB": "mean", "OV": "coarse"}}, ABBRS)
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 3, (5, 6, len(ABBRS))).astype(np.float32)
+    before = logits.copy()
+    ctx = rng.normal(0, 3, (2, 5, 6)).astype(np.float32)
+    out = combine(logits, ctx, plan)
+    assert out is logits
+    neb, ov = ABBRS.index("NEB"), ABBRS.index("OV")
+    np.testing.assert_allclose(out[..., neb], 0.5 * (before[..., neb] + ctx[0]), rtol=1e-6)
+    np.testing.assert_array_equal(out[..., ov], ctx[1])
+    others = [c for c in range(len(ABBRS)) if c not in (neb, ov)]
+    np.testing.assert_array_equal(out[..., others], before[..., others])
+
+
+def test_context_metadata_is_checked():
+    assert ContextPass.from_metadata(None, ABBRS) is None
+    assert ContextPass.from_metadata({"factor": 8, "classes": {}}, ABBRS) is None
+    with pytest.raises(ValueError, match="XYZ"):
+        ContextPass.from_metadata({"factor": 8, "classes": {"XYZ": "mean"}}, ABBRS)
+    with pytest.raises(ValueError, match="max"):
+        ContextPass.from_metadata({"factor": 8, "classes": {"NEB": "max"}}, ABBRS)
+    with pytest.raises(ValueError, match="at least 2"):
+        ContextPass.from_metadata({"factor": 1, "classes": {"NEB": "mean"}}, ABBRS)
+    plan = ContextPass.from_metadata({"factor": 8, "classes": {"BBG": "coarse"}}, ABBRS)
+    assert plan.channels == (ABBRS.index("BBG"),) and plan.modes == ("coarse",)
+    side = 8 * MIN_BINNED_SIDE
+    assert plan.applies_to((side, side)) and plan.applies_to((side - 7, 5000))
+    assert not plan.applies_to((side - 8, 5000))
+
+
+def test_malformed_context_makes_a_malformed_network(tmp_path, test_net_dir):
+    import json
+    import shutil
+
+    from maximask.errors import UsageError
+    from maximask.network import Network
+
+    net_dir = tmp_path / "net"
+    shutil.copytree(test_net_dir, net_dir)
+    meta = json.loads((net_dir / "metadata.json").read_text())
+    meta["context"] = {"factor": 4, "classes": {"NEB": "median"}}
+    (net_dir / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(UsageError, match="malformed network metadata"):
+        Network(net_dir)
+
+
+@pytest.fixture(scope="module")
+def network(test_net_dir):
+    from maximask.network import Network
+
+    return Network(test_net_dir, num_threads=1)
+
+
+class WithContext:
+    """The test network with a context pass in its metadata."""
+
+    def __init__(self, network, context):
+        self.metadata = dataclasses.replace(network.metadata, context=context)
+        self.predict_logits = network.predict_logits
+
+
+def sky(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    image = rng.normal(500.0, 8.0, shape).astype(np.float32)
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    image += 30.0 * np.exp(-((yy - shape[0] / 2) ** 2 + (xx - shape[1] / 3) ** 2) / (2 * 40.0**2))  # a nebula
+    image[10:14, 50:54] += 3e4
+    return image
+
+
+def logit_planes(lg):
+    return np.moveaxis(lg, -1, 0).copy()
+
+
+def test_engine_combines_the_binned_frames_logits(network):
+    """The engine's result is the frame's logits with the named classes combined with the binned
+    frame's logits, interpolated; the other classes, and the input, are untouched."""
+    context = {"factor": 2, "classes": {"NEB": "mean", "OV": "coarse"}}
+    net = WithContext(network, context)
+    image = sky((150, 230))
+    kept = image.copy()
+    got = infer(image, net, batch_size=3, tile_transform=logit_planes)
+    np.testing.assert_array_equal(image, kept)
+    alone = infer(image, net, batch_size=3, tile_transform=logit_planes, context=False)
+    np.testing.assert_array_equal(alone, infer(image, network, batch_size=3, tile_transform=logit_planes))
+    coarse = infer(bin_frame(image, 2), network, tile_transform=logit_planes)
+    up = upsample(coarse, 2, slice(0, 150), slice(0, 230))
+    neb, ov = ABBRS.index("NEB"), ABBRS.index("OV")
+    np.testing.assert_allclose(got[neb], 0.5 * (alone[neb] + up[neb]), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(got[ov], up[ov])
+    others = [c for c in range(len(ABBRS)) if c not in (neb, ov)]
+    np.testing.assert_array_equal(got[others], alone[others])
+    assert np.abs(got[neb] - alone[neb]).max() > 1e-3  # the pass changed something
+    # the default output (probabilities) carries the same combination, whatever the batch size
+    probs = infer(image, net, batch_size=1)
+    np.testing.assert_allclose(probs[ov], 1 / (1 + np.exp(-up[ov])), rtol=1e-5, atol=1e-6)
+
+
+def test_engine_skips_the_pass_on_small_frames(network):
+    net = WithContext(network, {"factor": 4, "classes": {"NEB": "coarse"}})
+    image = sky((4 * MIN_BINNED_SIDE - 4, 300))
+    np.testing.assert_array_equal(infer(image, net, tile_transform=logit_planes),
+                                  infer(image, network, tile_transform=logit_planes))
+
+
+def test_model_id_names_the_context_pass(test_net_dir):
+    from maximask.network import weights_hash
+
+    files = [test_net_dir / "model.tflite"]
+    plain = weights_hash(*files)
+    with_ctx = weights_hash(*files, context={"factor": 8, "classes": {"NEB": "mean"}})
+    assert with_ctx != plain
+    assert weights_hash(*files, context={"classes": {"NEB": "mean"}, "factor": 8}) == with_ctx
+    assert weights_hash(*files, context={"factor": 4, "classes": {"NEB": "mean"}}) != with_ctx
