@@ -92,25 +92,39 @@ def bin_frame(image, factor: int) -> np.ndarray:
         Block means; the last row and column of blocks average the pixels they hold. NaN where a
         block holds no finite pixel.
     """
-    image = np.asarray(image)
-    h, w = image.shape
+    h, w = np.shape(image)
     b = int(factor)
     hb, wb = -(-h // b), -(-w // b)
     out = np.empty((hb, wb), np.float32)
-    band = np.full((_BAND_BLOCKS * b, wb * b), np.nan, np.float64)
+    col_counts = _block_counts(w, b)
     for r0 in range(0, hb, _BAND_BLOCKS):
-        rows = min(_BAND_BLOCKS, hb - r0) * b
-        src = image[r0 * b : r0 * b + rows].astype(np.float64)
-        band[: src.shape[0], :w] = src
-        band[:rows, w:] = np.nan
-        band[src.shape[0] : rows] = np.nan  # the frame's last, partial block row
-        blocks = band[:rows].reshape(rows // b, b, wb, b)
-        finite = np.isfinite(blocks)
-        n = finite.sum(axis=(1, 3))
-        total = np.where(finite, blocks, 0.0).sum(axis=(1, 3))
+        band = np.asarray(image[r0 * b : (r0 + _BAND_BLOCKS) * b], dtype=np.float32)
+        finite = np.isfinite(band)
+        if finite.all():
+            n = np.outer(_block_counts(band.shape[0], b), col_counts)
+        else:
+            band = np.where(finite, band, np.float32(0))
+            n = _block_sums(finite.astype(np.float32), b)
         with np.errstate(invalid="ignore", divide="ignore"):
-            out[r0 : r0 + rows // b] = np.where(n > 0, total / np.maximum(n, 1), np.nan)
+            out[r0 : r0 + n.shape[0]] = np.where(n > 0, _block_sums(band, b) / n, np.float32(np.nan))
     return out
+
+
+def _block_counts(n: int, b: int) -> np.ndarray:
+    """Pixels in each of the ceil(n / b) blocks along an axis of n pixels (the last may be short)."""
+    return np.minimum(b, n - b * np.arange(-(-n // b))).astype(np.float32)
+
+
+def _block_sums(x: np.ndarray, b: int) -> np.ndarray:
+    """Sums over the b x b blocks of ``x`` (partial blocks at the far edges sum what they hold);
+    contiguous reductions, along rows then down columns (float32 is exact enough for b**2 terms)."""
+    h, w = x.shape
+    hb, wb = -(-h // b), -(-w // b)
+    if (h, w) != (hb * b, wb * b):
+        padded = np.zeros((hb * b, wb * b), np.float32)
+        padded[:h, :w] = x
+        x = padded
+    return x.reshape(hb * b, wb, b).sum(axis=2).reshape(hb, b, wb).sum(axis=1)
 
 
 def _linear_weights(start: int, stop: int, factor: int, n_coarse: int):
@@ -125,6 +139,46 @@ def _linear_weights(start: int, stop: int, factor: int, n_coarse: int):
     i1 = np.minimum(i0 + 1, n_coarse - 1)
     w1 = (u - i0).astype(np.float32)
     return i0, i1, w1
+
+
+def upsample_columns(coarse: np.ndarray, factor: int, width: int) -> np.ndarray:
+    """First half of :func:`upsample`: the binned frame's maps interpolated along rows to every
+    full-resolution column (done once per frame; the rows are interpolated tile by tile).
+
+    Parameters
+    ----------
+    coarse : ndarray, float32, shape (K, h, w)
+    factor : int
+    width : int
+        Full-resolution width W.
+
+    Returns
+    -------
+    ndarray, float32, shape (K, h, W)
+    """
+    x0, x1, wx = _linear_weights(0, width, factor, coarse.shape[2])
+    # np.take and in-place arithmetic: 6x faster than fancy indexing and fresh temporaries
+    left = np.take(coarse, x0, axis=2)
+    out = np.take(coarse, x1, axis=2)
+    out -= left
+    out *= wx
+    out += left
+    return out
+
+
+def upsample_rows(columns: np.ndarray, factor: int, rows: slice, cols: slice) -> np.ndarray:
+    """Second half of :func:`upsample`: ``columns`` (from :func:`upsample_columns`) interpolated
+    down the columns at the full-resolution rows ``rows``, in the columns ``cols``."""
+    y0, y1, wy = _linear_weights(rows.start, rows.stop, factor, columns.shape[1])
+    # by runs of rows between the same two coarse rows (b rows each): broadcast operations on
+    # slices, ~10x faster than fancy indexing, and no BLAS threads spinning on small products
+    out = np.empty((columns.shape[0], len(y0), cols.stop - cols.start), np.float32)
+    starts = np.flatnonzero(np.diff(y0, prepend=-1))
+    for a, z in zip(starts, np.append(starts[1:], len(y0))):
+        top, bottom = columns[:, y0[a], cols], columns[:, y1[a], cols]
+        np.multiply((bottom - top)[:, None, :], wy[a:z, None], out=out[:, a:z])
+        out[:, a:z] += top[:, None, :]
+    return out
 
 
 def upsample(coarse: np.ndarray, factor: int, rows: slice, cols: slice) -> np.ndarray:
@@ -145,10 +199,8 @@ def upsample(coarse: np.ndarray, factor: int, rows: slice, cols: slice) -> np.nd
         The same at every pixel whichever window it is asked in: the interpolation depends only on
         the pixel's position, so tiles stitch seamlessly.
     """
-    y0, y1, wy = _linear_weights(rows.start, rows.stop, factor, coarse.shape[1])
-    x0, x1, wx = _linear_weights(cols.start, cols.stop, factor, coarse.shape[2])
-    along_rows = coarse[:, y0] + (coarse[:, y1] - coarse[:, y0]) * wy[None, :, None]
-    return along_rows[:, :, x0] + (along_rows[:, :, x1] - along_rows[:, :, x0]) * wx
+    columns = upsample_columns(coarse, factor, cols.stop)
+    return upsample_rows(columns, factor, rows, cols)
 
 
 def combine(logits: np.ndarray, context: np.ndarray, plan: ContextPass) -> np.ndarray:
