@@ -13,8 +13,8 @@ A network directory holds
 ``metadata.json``
     everything the code that runs the network needs to know about it (see :class:`NetworkMetadata`).
 
-Nothing about a network is hard-coded elsewhere: tile size, context margin, class list, training priors
-and normalisation come from the metadata.
+Nothing about a network is hard-coded elsewhere: tile size, context margin, class list, training priors,
+normalisation and the context pass come from the metadata.
 """
 
 from __future__ import annotations

@@ -394,7 +394,7 @@ def header_cards(
         ("THRESH", plan.thresholds is not None, "probabilities thresholded"),
         ("SMASK", plan.mode == SINGLE_MASK, "single bit-coded mask"),
         ("MMVERS", str(version), "maximask version"),
-        ("MMMODEL", str(model_id), "network id: SHA-256 of model.tflite, 16 hex"),
+        ("MMMODEL", str(model_id), "network id: SHA-256 of its files, 16 hex"),
     ]
     if n_nonfinite is not None:
         cards.append(("MMNONFIN", int(n_nonfinite), "NaN/inf input pixels (ignored by the network)"))
