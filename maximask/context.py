@@ -9,6 +9,12 @@ frame; its logits, interpolated back to full resolution, replace (``"coarse"``) 
 (``context = {"factor": b, "classes": {"NEB": "mean", ...}}``); every other class is untouched.
 docs/MODEL.md ("Context pass") gives the measurements behind the factor and the modes.
 
+**Block smoothing** (metadata ``smoothing = {"block": B, "classes": ["FR", ...]}``) goes further
+for classes that are coherent over large areas: their logits (after the context pass) are replaced
+by the bilinear interpolation of their means over B x B blocks of the whole frame. It needs every
+tile's logits before any of those pixels is written, so the engine accumulates the block sums
+during the tile pass and writes the smoothed classes after it.
+
 Everything here is a pure function of arrays; :func:`maximask.engine.infer` calls them.
 """
 
@@ -74,6 +80,77 @@ class ContextPass:
     def applies_to(self, shape) -> bool:
         """Whether a frame of this shape gets the pass (its binned frame is large enough)."""
         return min(-(-int(s) // self.factor) for s in shape) >= MIN_BINNED_SIDE
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockSmoothing:
+    """The block smoothing of a network, from its metadata.
+
+    Attributes
+    ----------
+    block : int
+        Block side B (pixels).
+    channels : tuple of int
+        Output channels that are smoothed.
+    """
+
+    block: int
+    channels: tuple
+
+    @classmethod
+    def from_metadata(cls, smoothing: dict | None, classes) -> "BlockSmoothing | None":
+        """The smoothing that ``smoothing`` (metadata entry) describes; None when absent or empty.
+
+        Raises
+        ------
+        ValueError
+            Unknown class, or a block below 2.
+        """
+        if not smoothing or not smoothing.get("classes"):
+            return None
+        block = int(smoothing["block"])
+        if block < 2:
+            raise ValueError(f"smoothing block must be at least 2, not {block}")
+        channels = []
+        for name in smoothing["classes"]:
+            if name not in classes:
+                raise ValueError(f"smoothing class {name!r} is not an output of the network")
+            channels.append(list(classes).index(name))
+        return cls(block, tuple(channels))
+
+    def block_counts(self, shape) -> np.ndarray:
+        """Pixels in each block of a frame of ``shape``, float64 (ceil(H / B), ceil(W / B))."""
+        h, w = (int(v) for v in shape)
+        return np.outer(_block_counts(h, self.block), _block_counts(w, self.block)).astype(np.float64)
+
+
+def add_block_sums(sums: np.ndarray, plane: np.ndarray, y0: int, x0: int, block: int) -> None:
+    """Add the sums of a window of a frame's plane over the frame's block grid into ``sums``.
+
+    Parameters
+    ----------
+    sums : ndarray, float64, shape (ceil(H / B), ceil(W / B))
+        Block sums of the frame, accumulated window by window.
+    plane : ndarray, shape (h, w)
+        The window's values (any strides).
+    y0, x0 : int
+        The window's first row and column in the frame.
+    block : int
+        B.
+    """
+    h, w = plane.shape
+    rows = _block_starts(y0, h, block)
+    cols = _block_starts(x0, w, block)
+    part = np.add.reduceat(np.add.reduceat(plane, rows, axis=0, dtype=np.float64), cols, axis=1)
+    by, bx = y0 // block, x0 // block
+    sums[by : by + len(rows), bx : bx + len(cols)] += part
+
+
+def _block_starts(start: int, n: int, block: int) -> np.ndarray:
+    """Offsets, within a window of n pixels starting at frame pixel ``start``, where a block begins
+    (the window's first pixel included)."""
+    first = -start % block
+    return np.unique(np.r_[0, np.arange(first, n, block)]).astype(np.intp)
 
 
 def bin_frame(image, factor: int) -> np.ndarray:

@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from .context import ContextPass, bin_frame, combine, upsample_columns, upsample_rows
+from .context import BlockSmoothing, ContextPass, add_block_sums, bin_frame, combine, upsample_columns, upsample_rows
 from .normalize import normalize_image
 from .postprocess import write_probabilities
 from .tiling import fitted_tile_size, plan_tiles
@@ -89,6 +89,41 @@ def _tile_writer(transform, image_shape: tuple) -> Callable:
 # 3.7 MB, which stays in cache between the two).
 _CONTEXT_ROWS = 64
 
+def _planes_writer(transform, image_shape: tuple, n_channels: int) -> Callable:
+    """``write_planes(out, core, channels, planes) -> out``: rewrite what some channels give in an
+    output the tile pass has written (block smoothing), the other channels untouched.
+
+    Plans with a ``write_planes`` method do it themselves; the default probabilities plane by plane.
+    Any other transform is given logits that are -inf on every other channel, and its result is
+    merged into the output by maximum (floats) or bitwise or (integers): exact where the tile pass
+    gave the smoothed channels -inf too (it does, for such transforms), since -inf maps to 0 or to
+    the least value of any monotonic transform.
+    """
+    if transform is None:
+        def write_planes(out, core, channels, planes):
+            for c, plane in zip(channels, planes):
+                write_probabilities(out[c : c + 1], core, plane[:, :, None])
+            return out
+    elif hasattr(transform, "write_planes"):
+        def write_planes(out, core, channels, planes):
+            transform.write_planes(out, core, channels, planes)
+            return out
+    else:
+        def write_planes(out, core, channels, planes):
+            h, w = planes.shape[1:]
+            logits = np.full((h, w, n_channels), -np.inf, np.float32)
+            for c, plane in zip(channels, planes):
+                logits[:, :, c] = plane
+            res = np.asarray(transform(logits))
+            dst = out[(Ellipsis,) + tuple(core)]
+            if np.issubdtype(dst.dtype, np.integer) or dst.dtype == bool:
+                np.bitwise_or(dst, res.astype(dst.dtype), out=dst)
+            else:
+                np.maximum(dst, res, out=dst)
+            return out
+    return write_planes
+
+
 #: Memory (bytes) the network's outputs and intermediates of one call may take (see infer).
 _CALL_MEMORY = 256 * 2**20
 
@@ -140,7 +175,8 @@ def infer(
         needs), saving a frame's worth of memory.
     context : bool
         Run the network's context pass (``metadata.context``, see :mod:`maximask.context`) where
-        it has one and the frame is large enough; False gives the full-resolution logits alone.
+        it has one and the frame is large enough, and its block smoothing (``metadata.smoothing``)
+        where it has one; False gives the full-resolution logits alone.
 
     Returns
     -------
@@ -157,6 +193,7 @@ def infer(
     columns, plan_ctx = None, None
     if context:
         plan_ctx = ContextPass.from_metadata(getattr(meta, "context", None), meta.classes)
+    smooth = BlockSmoothing.from_metadata(getattr(meta, "smoothing", None), meta.classes) if context else None
     if plan_ctx is not None and plan_ctx.applies_to(np.shape(image)):
         channels = list(plan_ctx.channels)
         try:
@@ -184,6 +221,12 @@ def infer(
             sigma=norm.sigma,
         )
     write = _tile_writer(tile_transform, frame.shape)
+    if smooth is not None:
+        sums = np.zeros((len(smooth.channels),) + smooth.block_counts(frame.shape).shape)
+        # transforms that cannot rewrite some channels get -inf there in the tile pass (see
+        # _planes_writer)
+        placeholder = tile_transform is not None and not hasattr(tile_transform, "write_planes")
+    by_rows = columns is not None or smooth is not None
     buf = None
     # Tiles per network call: at most batch_size, and few enough that the network's logits, its
     # largest intermediate (the head before depth-to-space, as large) and the returned copy, about
@@ -192,25 +235,42 @@ def infer(
     batch_size = max(1, min(int(batch_size), _CALL_MEMORY // per_tile))
     for tiles in plan.batches(batch_size):
         buf = plan.gather(frame, tiles, buf)
-        if columns is None:
-            logits = network.predict_logits(buf[: len(tiles)], copy=False, margin=meta.margin)
-        else:
+        if by_rows:
             logits = network.predict_logits(buf[: len(tiles)], copy=False, margin=meta.margin, writable=True)
+        else:
+            logits = network.predict_logits(buf[: len(tiles)], copy=False, margin=meta.margin)
         for tile, lg in zip(tiles, logits):
             core = lg[tile.inner]
-            if columns is None:
+            if not by_rows:
                 out = write(out, tile.core, core)
                 continue
-            # combined and written a block of rows at a time, while the block is in cache
+            # combined, summed and written a block of rows at a time, while the block is in cache
             ys, xs = tile.core
             for r in range(0, ys.stop - ys.start, _CONTEXT_ROWS):
                 rows = slice(ys.start + r, min(ys.start + r + _CONTEXT_ROWS, ys.stop))
-                block = combine(core[r : r + _CONTEXT_ROWS], upsample_rows(columns, f, rows, xs), plan_ctx)
+                block = core[r : r + _CONTEXT_ROWS]
+                if columns is not None:
+                    combine(block, upsample_rows(columns, f, rows, xs), plan_ctx)
+                if smooth is not None:
+                    for k, c in enumerate(smooth.channels):
+                        add_block_sums(sums[k], block[:, :, c], rows.start, xs.start, smooth.block)
+                        if placeholder:
+                            block[:, :, c] = -np.inf
                 out = write(out, (rows, xs), block)
         # the logits may be a view of the runtime's buffer, which must be released before its next run
         logits = lg = core = block = None
         if progress is not None:
             progress(len(tiles))
+    if smooth is not None:
+        # the smoothed classes: block means interpolated back, written a band of rows at a time
+        means = (sums / smooth.block_counts(frame.shape)).astype(np.float32)
+        smooth_columns = upsample_columns(means, smooth.block, frame.shape[1])
+        write_planes = _planes_writer(tile_transform, frame.shape, len(meta.classes))
+        everything = slice(0, frame.shape[1])
+        for r in range(0, frame.shape[0], _CONTEXT_ROWS):
+            rows = slice(r, min(r + _CONTEXT_ROWS, frame.shape[0]))
+            planes = upsample_rows(smooth_columns, smooth.block, rows, everything)
+            out = write_planes(out, (rows, everything), smooth.channels, planes)
     return out
 
 

@@ -14,7 +14,7 @@ A network directory holds
     everything the code that runs the network needs to know about it (see :class:`NetworkMetadata`).
 
 Nothing about a network is hard-coded elsewhere: tile size, context margin, class list, training priors,
-normalisation and the context pass come from the metadata.
+normalisation, the context pass and the block smoothing come from the metadata.
 """
 
 from __future__ import annotations
@@ -78,6 +78,10 @@ class NetworkMetadata:
         ``{"factor": b, "classes": {"NEB": "mean", ...}}`` when the network also runs on the frame
         binned b x b and those classes take (``"coarse"``) or average in (``"mean"``) its logits
         (see :mod:`maximask.context`); None otherwise.
+    smoothing : dict or None
+        ``{"block": B, "classes": ["FR", ...]}`` when those classes' logits are replaced by their
+        interpolated means over B x B blocks of the frame (see :mod:`maximask.context`); None
+        otherwise.
     """
 
     name: str
@@ -91,6 +95,7 @@ class NetworkMetadata:
     extra: dict = dataclasses.field(default_factory=dict)
     refinement: dict | None = None
     context: dict | None = None
+    smoothing: dict | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> "NetworkMetadata":
@@ -99,9 +104,10 @@ class NetworkMetadata:
         meta = cls(**{k: v for k, v in d.items() if k in fields})
         if meta.refinement:
             _check_refinement(meta.refinement, int(meta.tile_size))
-        from .context import ContextPass
+        from .context import BlockSmoothing, ContextPass
 
-        ContextPass.from_metadata(meta.context, meta.classes)  # raises if malformed
+        ContextPass.from_metadata(meta.context, meta.classes)  # raise if malformed
+        BlockSmoothing.from_metadata(meta.smoothing, meta.classes)
         return meta
 
     def to_dict(self) -> dict:
@@ -119,11 +125,12 @@ def _check_refinement(refinement: dict, tile_size: int) -> tuple[int, int, int]:
     return rows, halo, block
 
 
-def weights_hash(path: str | os.PathLike, *more: str | os.PathLike, context: dict | None = None) -> str:
+def weights_hash(path: str | os.PathLike, *more: str | os.PathLike, context: dict | None = None,
+                 smoothing: dict | None = None) -> str:
     """Model identifier: the first 16 hex digits of the SHA-256 of the inference model file(s)
-    (``model.tflite``, then ``refine.tflite`` where there is one), then of the context pass's
-    description (``metadata.context``, canonical JSON) where there is one: the pass changes the
-    outputs, so it is part of what the identifier names."""
+    (``model.tflite``, then ``refine.tflite`` where there is one), then of the descriptions of the
+    context pass and the block smoothing (``metadata.context``, ``metadata.smoothing``, canonical
+    JSON) where there are: they change the outputs, so they are part of what the identifier names."""
     h = hashlib.sha256()
     for p in (path,) + more:
         with open(p, "rb") as f:
@@ -131,6 +138,8 @@ def weights_hash(path: str | os.PathLike, *more: str | os.PathLike, context: dic
                 h.update(chunk)
     if context:
         h.update(b"context:" + json.dumps(context, sort_keys=True, separators=(",", ":")).encode())
+    if smoothing:
+        h.update(b"smoothing:" + json.dumps(smoothing, sort_keys=True, separators=(",", ":")).encode())
     return h.hexdigest()[:16]
 
 
@@ -200,7 +209,7 @@ class Network:
             if not refine_path.is_file():
                 raise UsageError(self.net_dir, f"not a network directory: {refine_path.name} is missing")
         self.model_id = weights_hash(model_path, *([refine_path] if refine_path else []),
-                                     context=self.metadata.context)
+                                     context=self.metadata.context, smoothing=self.metadata.smoothing)
         if num_threads is None:
             num_threads = int(os.environ.get("MAXIMASK_THREADS", 0)) or len(os.sched_getaffinity(0))
         from ai_edge_litert.interpreter import Interpreter
@@ -402,7 +411,7 @@ def save_network(model, net_dir, metadata: NetworkMetadata) -> str:
         meta["refinement"] = None
     converter = tf.lite.TFLiteConverter.from_keras_model(fixed)
     (net_dir / MODEL_FILE).write_bytes(converter.convert())
-    model_id = weights_hash(*files, context=meta.get("context"))
+    model_id = weights_hash(*files, context=meta.get("context"), smoothing=meta.get("smoothing"))
     meta["extra"] = dict(meta.get("extra") or {}, model_id=model_id)
     (net_dir / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return model_id

@@ -136,6 +136,10 @@ class OutputPlan:
         """``out[..., core] = self(logits)`` without the intermediate tile (see :func:`write_tile`)."""
         write_tile(self, out, core, logits)
 
+    def write_planes(self, out: np.ndarray, core: tuple, channels, planes: np.ndarray) -> None:
+        """Rewrite the output of some channels only (see :func:`write_planes`)."""
+        write_planes(self, out, core, channels, planes)
+
 
 def make_plan(
     network_classes,
@@ -344,6 +348,41 @@ def write_tile(plan: OutputPlan, out: np.ndarray, core: tuple, logits: np.ndarra
             np.matmul(b.view(np.uint8), plan.channel_bits, out=dst)
         else:
             _copy_planes(dst, b.view(np.uint8), plan.channels)
+
+
+def write_planes(plan: OutputPlan, out: np.ndarray, core: tuple, channels, planes: np.ndarray) -> None:
+    """Rewrite, in an output already written, what some channels give, from new logits.
+
+    The other channels' output is left as it is: for the single mask, the channels' bits are
+    cleared and set again. Used for the block-smoothed classes (:mod:`maximask.context`).
+
+    Parameters
+    ----------
+    plan : OutputPlan
+    out : ndarray, shape (K, H, W) or (H, W) (single mask), ``plan.dtype``
+    core : tuple of slice
+        Rows and columns of ``out`` (h and w long).
+    channels : sequence of int
+        Network output channels.
+    planes : ndarray of float32, shape (len(channels), h, w)
+        Their new logits.
+    """
+    ys, xs = core
+    for c, plane in zip(channels, planes):
+        if plan.mode == SINGLE_MASK:
+            bit = plan.channel_bits[c]
+            if bit:
+                dst = out[ys, xs]
+                dst &= ~bit
+                dst |= np.where(plane > plan.channel_thresholds[c], bit, np.int16(0))
+            continue
+        if c not in plan.channels:
+            continue
+        k = plan.channels.index(c)
+        if plan.mode == PROBABILITIES:
+            write_probabilities(out[k : k + 1], core, plane[:, :, None], (0,), plan.shift[k : k + 1])
+        else:
+            np.greater(plane, plan.channel_thresholds[c], out=out[k, ys, xs].view(np.bool_))
 
 
 def header_cards(

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from maximask.classes import ABBRS
-from maximask.context import MIN_BINNED_SIDE, ContextPass, bin_frame, combine, upsample
+from maximask.context import (MIN_BINNED_SIDE, BlockSmoothing, ContextPass, add_block_sums, bin_frame, combine,
+                              upsample)
 from maximask.engine import infer
 
 
@@ -171,3 +172,121 @@ def test_model_id_names_the_context_pass(test_net_dir):
     assert with_ctx != plain
     assert weights_hash(*files, context={"classes": {"NEB": "mean"}, "factor": 8}) == with_ctx
     assert weights_hash(*files, context={"factor": 4, "classes": {"NEB": "mean"}}) != with_ctx
+
+
+@pytest.mark.parametrize("block", [4, 7, 16])
+def test_block_sums_of_windows_add_up_to_the_frames(block):
+    """Windows at any alignment (tile cores, blocks of rows) add up to the whole frame's block sums."""
+    rng = np.random.default_rng(2)
+    frame = rng.normal(0, 1, (53, 70)).astype(np.float32)
+    whole = np.zeros((-(-53 // block), -(-70 // block)))
+    add_block_sums(whole, frame, 0, 0, block)
+    hb, wb = whole.shape
+    padded = np.zeros((hb * block, wb * block))
+    padded[:53, :70] = frame
+    np.testing.assert_allclose(whole, padded.reshape(hb, block, wb, block).sum(axis=(1, 3)), rtol=1e-10)
+    parts = np.zeros_like(whole)
+    for y0, y1 in ((0, 9), (9, 30), (30, 53)):
+        for x0, x1 in ((0, 33), (33, 70)):
+            add_block_sums(parts, frame[y0:y1, x0:x1], y0, x0, block)
+    np.testing.assert_allclose(parts, whole, rtol=1e-10, atol=1e-10)
+    counts = BlockSmoothing(block, (0,)).block_counts((53, 70))
+    assert counts.sum() == 53 * 70 and counts[0, 0] == block * block
+
+
+def test_smoothing_metadata_is_checked():
+    assert BlockSmoothing.from_metadata(None, ABBRS) is None
+    plan = BlockSmoothing.from_metadata({"block": 64, "classes": ["FR", "NEB"]}, ABBRS)
+    assert plan.block == 64 and plan.channels == (ABBRS.index("FR"), ABBRS.index("NEB"))
+    with pytest.raises(ValueError, match="XYZ"):
+        BlockSmoothing.from_metadata({"block": 64, "classes": ["XYZ"]}, ABBRS)
+    with pytest.raises(ValueError, match="at least 2"):
+        BlockSmoothing.from_metadata({"block": 1, "classes": ["FR"]}, ABBRS)
+
+
+class WithSmoothing:
+    """The test network with block smoothing (and optionally a context pass) in its metadata."""
+
+    def __init__(self, network, smoothing, context=None):
+        self.metadata = dataclasses.replace(network.metadata, smoothing=smoothing, context=context)
+        self.predict_logits = network.predict_logits
+
+
+def smoothed_reference(network, image, block, channels):
+    """The definition: full-resolution logits, the channels replaced by their interpolated block
+    means over the whole frame."""
+    alone = infer(image, network, tile_transform=logit_planes)
+    sums = np.zeros((len(channels), -(-image.shape[0] // block), -(-image.shape[1] // block)))
+    for k, c in enumerate(channels):
+        add_block_sums(sums[k], alone[c], 0, 0, block)
+    means = (sums / BlockSmoothing(block, channels).block_counts(image.shape)).astype(np.float32)
+    expected = alone.copy()
+    expected[list(channels)] = upsample(means, block, slice(0, image.shape[0]), slice(0, image.shape[1]))
+    return alone, expected
+
+
+def test_engine_smooths_the_named_classes_over_the_whole_frame(network):
+    fr, neb = ABBRS.index("FR"), ABBRS.index("NEB")
+    net = WithSmoothing(network, {"block": 16, "classes": ["FR", "NEB"]})
+    image = sky((150, 230))  # several tiles of the test network
+    alone, expected = smoothed_reference(network, image, 16, (fr, neb))
+    got = infer(image, net, batch_size=2, tile_transform=logit_planes)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    others = [c for c in range(len(ABBRS)) if c not in (fr, neb)]
+    np.testing.assert_array_equal(got[others], alone[others])
+    assert np.abs(got[fr] - alone[fr]).max() > 1e-2  # the smoothing did something
+    # block means are smooth: neighbouring pixels differ by at most a block's step
+    assert np.abs(np.diff(got[fr], axis=1)).max() < np.abs(np.diff(alone[fr], axis=1)).max()
+
+
+@pytest.mark.parametrize("mode", ["masks", "single", "probabilities", "default"])
+def test_every_output_writes_the_smoothed_classes(network, mode):
+    """Masks, the single bit mask and probabilities (with a prior modification) of the smoothed
+    classes are those of the smoothed logits, whichever way the engine writes them."""
+    from maximask.postprocess import make_plan, transform
+
+    fr, neb = ABBRS.index("FR"), ABBRS.index("NEB")
+    net = WithSmoothing(network, {"block": 8, "classes": ["FR", "NEB"]})
+    image = sky((150, 230), seed=4)
+    _, expected = smoothed_reference(network, image, 8, (fr, neb))
+    flags = np.ones(len(ABBRS), bool)
+    flags[neb] = False  # a smoothed class that is not written
+    train = [0.01] * (len(ABBRS) - 1) + [0.9]
+    priors = np.linspace(0.001, 0.9, len(ABBRS))
+    # thresholds near the smoothed logits' median, so that the masks are not all 0 or all 1
+    median_fr = np.median(expected[fr])
+    thresh = np.full(len(ABBRS), 0.5)
+    if mode == "default":
+        got = infer(image, net)
+        np.testing.assert_allclose(got, 1 / (1 + np.exp(-expected)), rtol=1e-5, atol=1e-6)
+        return
+    if mode == "probabilities":
+        plan = make_plan(ABBRS, flags, train, priors)
+    else:
+        thresh[fr] = 1 / (1 + np.exp(-median_fr))
+        plan = make_plan(ABBRS, flags, thresholds=thresh, single_mask=mode == "single")
+    got = infer(image, net, batch_size=2, tile_transform=plan)
+    want = transform(plan, np.ascontiguousarray(np.moveaxis(expected, 0, -1)))
+    if mode == "probabilities":
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    else:
+        # a pixel whose smoothed logit is within float rounding of the threshold may flip
+        differs = got != want
+        assert differs.mean() < 1e-3
+        k = plan.classes.index(fr) if mode == "masks" else None
+        fr_mask = got[k] if mode == "masks" else (got & plan.channel_bits[fr]) != 0
+        assert 0.2 < fr_mask.mean() < 0.8
+
+
+def test_context_pass_then_smoothing(network):
+    """With both, a class is smoothed after the context pass combined it."""
+    neb = ABBRS.index("NEB")
+    context = {"factor": 2, "classes": {"NEB": "mean"}}
+    both = WithSmoothing(network, {"block": 16, "classes": ["NEB"]}, context=context)
+    image = sky((150, 230))
+    combined = infer(image, WithContext(network, context), tile_transform=logit_planes)
+    sums = np.zeros((1, 10, 15))
+    add_block_sums(sums[0], combined[neb], 0, 0, 16)
+    means = (sums / BlockSmoothing(16, (neb,)).block_counts(image.shape)).astype(np.float32)
+    got = infer(image, both, tile_transform=logit_planes)
+    np.testing.assert_allclose(got[neb], upsample(means, 16, slice(0, 150), slice(0, 230))[0], rtol=1e-5, atol=1e-5)
