@@ -14,7 +14,8 @@ from typing import Callable
 
 import numpy as np
 
-from .context import BlockSmoothing, ContextPass, add_block_sums, bin_frame, combine, upsample_columns, upsample_rows
+from .context import (BlockSmoothing, ContextPass, add_block_sums, bin_frame, combine, upsample_columns,
+                      upsample_rows)
 from .normalize import normalize_image
 from .postprocess import write_probabilities
 from .tiling import fitted_tile_size, plan_tiles
@@ -88,6 +89,21 @@ def _tile_writer(transform, image_shape: tuple) -> Callable:
 # Rows of a tile core combined with the context pass and written at once (64 x 1024 x 14 float32:
 # 3.7 MB, which stays in cache between the two).
 _CONTEXT_ROWS = 64
+
+
+def _context_columns(image, network, plan_ctx: ContextPass, batch_size: int) -> np.ndarray | None:
+    """The context pass's logits for a frame, interpolated along its rows (K, h / b, W); None where
+    the binned frame cannot be normalised (constant) while the frame itself may be: the frame's own
+    logits then stand, and a frame that cannot be normalised fails in the caller."""
+    channels = list(plan_ctx.channels)
+    try:
+        binned = infer(bin_frame(image, plan_ctx.factor), network, batch_size,
+                       tile_transform=lambda lg: np.moveaxis(lg[..., channels], -1, 0), context=False)
+    except ValueError:
+        return None
+    # interpolated along rows once per frame, down columns tile by tile
+    return upsample_columns(binned, plan_ctx.factor, np.shape(image)[1])
+
 
 def _planes_writer(transform, image_shape: tuple, n_channels: int) -> Callable:
     """``write_planes(out, core, channels, planes) -> out``: rewrite what some channels give in an
@@ -189,23 +205,12 @@ def infer(
         From :func:`maximask.normalize.normalize_image` (all-NaN, constant or non-2D image).
     """
     meta = network.metadata
-    # the context pass runs first: it needs the raw pixels, which normalisation may overwrite
-    columns, plan_ctx = None, None
-    if context:
-        plan_ctx = ContextPass.from_metadata(getattr(meta, "context", None), meta.classes)
+    plan_ctx = ContextPass.from_metadata(getattr(meta, "context", None), meta.classes) if context else None
     smooth = BlockSmoothing.from_metadata(getattr(meta, "smoothing", None), meta.classes) if context else None
+    columns = None
     if plan_ctx is not None and plan_ctx.applies_to(np.shape(image)):
-        channels = list(plan_ctx.channels)
-        try:
-            f = plan_ctx.factor
-            binned = infer(bin_frame(image, f), network, batch_size,
-                           tile_transform=lambda lg: np.moveaxis(lg[..., channels], -1, 0), context=False)
-            # interpolated along rows once per frame, down columns tile by tile
-            columns = upsample_columns(binned, f, np.shape(image)[1])
-        except ValueError:
-            # a binned frame that cannot be normalised (constant) while the frame itself can: the
-            # frame's own logits stand; a frame that cannot be normalised fails just below
-            columns = None
+        # first: the context pass needs the raw pixels, which normalisation may overwrite
+        columns = _context_columns(image, network, plan_ctx, batch_size)
     norm = normalize_image(image, meta.normalisation, overwrite_input=overwrite_input)
     frame = norm.data
     tile_size = meta.tile_size
@@ -222,7 +227,8 @@ def infer(
         )
     write = _tile_writer(tile_transform, frame.shape)
     if smooth is not None:
-        sums = np.zeros((len(smooth.channels),) + smooth.block_counts(frame.shape).shape)
+        counts = smooth.block_counts(frame.shape)
+        sums = np.zeros((len(smooth.channels),) + counts.shape)
         # transforms that cannot rewrite some channels get -inf there in the tile pass (see
         # _planes_writer)
         placeholder = tile_transform is not None and not hasattr(tile_transform, "write_planes")
@@ -250,7 +256,7 @@ def infer(
                 rows = slice(ys.start + r, min(ys.start + r + _CONTEXT_ROWS, ys.stop))
                 block = core[r : r + _CONTEXT_ROWS]
                 if columns is not None:
-                    combine(block, upsample_rows(columns, f, rows, xs), plan_ctx)
+                    combine(block, upsample_rows(columns, plan_ctx.factor, rows, xs), plan_ctx)
                 if smooth is not None:
                     for k, c in enumerate(smooth.channels):
                         add_block_sums(sums[k], block[:, :, c], rows.start, xs.start, smooth.block)
@@ -263,7 +269,7 @@ def infer(
             progress(len(tiles))
     if smooth is not None:
         # the smoothed classes: block means interpolated back, written a band of rows at a time
-        means = (sums / smooth.block_counts(frame.shape)).astype(np.float32)
+        means = (sums / counts).astype(np.float32)
         smooth_columns = upsample_columns(means, smooth.block, frame.shape[1])
         write_planes = _planes_writer(tile_transform, frame.shape, len(meta.classes))
         everything = slice(0, frame.shape[1])

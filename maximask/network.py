@@ -225,7 +225,8 @@ class Network:
             refine = Interpreter(model_path=str(refine_path), num_threads=num_threads)
             # read before the first allocation, which replaces the operators by XNNPACK's DELEGATE
             self.flexible_tiles = self.flexible_tiles and _size_free(refine)
-            self._strips = _StripRefinement(refine, refinement, self.metadata.tile_size, len(self.metadata.classes))
+            self._strips = _StripRefinement(refine, refinement, self.metadata.tile_size,
+                                            len(self.metadata.classes))
 
     @property
     def n_outputs(self) -> int:

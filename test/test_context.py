@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from maximask.classes import ABBRS
-from maximask.context import (MIN_BINNED_SIDE, BlockSmoothing, ContextPass, add_block_sums, bin_frame, combine,
-                              upsample)
+from maximask.context import (MIN_BINNED_SIDE, BlockSmoothing, ContextPass, add_block_sums, bin_frame,
+                              combine, upsample)
 from maximask.engine import infer
 
 
@@ -289,4 +289,5 @@ def test_context_pass_then_smoothing(network):
     add_block_sums(sums[0], combined[neb], 0, 0, 16)
     means = (sums / BlockSmoothing(16, (neb,)).block_counts(image.shape)).astype(np.float32)
     got = infer(image, both, tile_transform=logit_planes)
-    np.testing.assert_allclose(got[neb], upsample(means, 16, slice(0, 150), slice(0, 230))[0], rtol=1e-5, atol=1e-5)
+    expected = upsample(means, 16, slice(0, 150), slice(0, 230))[0]
+    np.testing.assert_allclose(got[neb], expected, rtol=1e-5, atol=1e-5)

@@ -106,7 +106,8 @@ def test_bad_geometry_and_batch_size():
         plan_tiles((10, 10), 64, 10, 4).canvas(np.zeros((11, 10)))
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (300, 200), (200, 300), (1000, 700), (768, 768), (769, 10), (5000, 20)])
+@pytest.mark.parametrize("shape", [(1, 1), (300, 200), (200, 300), (1000, 700), (768, 768), (769, 10),
+                                   (5000, 20)])
 def test_fitted_tile_covers_the_frame_in_one_tile_or_keeps_the_tile(shape):
     t, m, s = 1280, 128, 32
     fitted = fitted_tile_size(shape, t, m, s, minimum=160)
