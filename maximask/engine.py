@@ -16,6 +16,7 @@ import numpy as np
 
 from .context import (BlockSmoothing, ContextPass, add_block_sums, bin_frame, combine, upsample_columns,
                       upsample_rows)
+from .dips import DipScore, neighbour_dips
 from .normalize import normalize_image
 from .postprocess import write_probabilities
 from .tiling import fitted_tile_size, plan_tiles
@@ -86,7 +87,7 @@ def _tile_writer(transform, image_shape: tuple) -> Callable:
     return write
 
 
-# Rows of a tile core combined with the context pass and written at once (64 x 1024 x 14 float32:
+# Rows of a tile core combined with the context pass (and the dip score) and written at once (64 x 1024 x 14 float32:
 # 3.7 MB, which stays in cache between the two).
 _CONTEXT_ROWS = 64
 
@@ -191,8 +192,9 @@ def infer(
         needs), saving a frame's worth of memory.
     context : bool
         Run the network's context pass (``metadata.context``, see :mod:`maximask.context`) where
-        it has one and the frame is large enough, and its block smoothing (``metadata.smoothing``)
-        where it has one; False gives the full-resolution logits alone.
+        it has one and the frame is large enough, its dead-pixel dip score (``metadata.dips``, see
+        :mod:`maximask.dips`) and its block smoothing (``metadata.smoothing``) where it has them;
+        False gives the network's full-resolution logits alone.
 
     Returns
     -------
@@ -207,6 +209,7 @@ def infer(
     meta = network.metadata
     plan_ctx = ContextPass.from_metadata(getattr(meta, "context", None), meta.classes) if context else None
     smooth = BlockSmoothing.from_metadata(getattr(meta, "smoothing", None), meta.classes) if context else None
+    dips = DipScore.from_metadata(getattr(meta, "dips", None), meta.classes) if context else None
     columns = None
     if plan_ctx is not None and plan_ctx.applies_to(np.shape(image)):
         # first: the context pass needs the raw pixels, which normalisation may overwrite
@@ -232,7 +235,7 @@ def infer(
         # transforms that cannot rewrite some channels get -inf there in the tile pass (see
         # _planes_writer)
         placeholder = tile_transform is not None and not hasattr(tile_transform, "write_planes")
-    by_rows = columns is not None or smooth is not None
+    by_rows = columns is not None or smooth is not None or dips is not None
     buf = None
     # Tiles per network call: at most batch_size, and few enough that the network's logits, its
     # largest intermediate (the head before depth-to-space, as large) and the returned copy, about
@@ -257,6 +260,8 @@ def infer(
                 block = core[r : r + _CONTEXT_ROWS]
                 if columns is not None:
                     combine(block, upsample_rows(columns, plan_ctx.factor, rows, xs), plan_ctx)
+                if dips is not None:
+                    dips.add_to(block, neighbour_dips(frame, rows, xs, dips.min_dip))
                 if smooth is not None:
                     for k, c in enumerate(smooth.channels):
                         add_block_sums(sums[k], block[:, :, c], rows.start, xs.start, smooth.block)

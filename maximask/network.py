@@ -14,7 +14,7 @@ A network directory holds
     everything the code that runs the network needs to know about it (see :class:`NetworkMetadata`).
 
 Nothing about a network is hard-coded elsewhere: tile size, context margin, class list, training priors,
-normalisation, the context pass and the block smoothing come from the metadata.
+normalisation, the context pass, the dip score and the block smoothing come from the metadata.
 """
 
 from __future__ import annotations
@@ -82,6 +82,9 @@ class NetworkMetadata:
         ``{"block": B, "classes": ["FR", ...]}`` when those classes' logits are replaced by their
         interpolated means over B x B blocks of the frame (see :mod:`maximask.context`); None
         otherwise.
+    dips : dict or None
+        ``{"class": "DP", "slope": s, "offset": o, "min_dip": d}`` when a pixel's depth below its
+        8 neighbours adds to the dead-pixel logit (see :mod:`maximask.dips`); None otherwise.
     """
 
     name: str
@@ -96,6 +99,7 @@ class NetworkMetadata:
     refinement: dict | None = None
     context: dict | None = None
     smoothing: dict | None = None
+    dips: dict | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> "NetworkMetadata":
@@ -105,9 +109,11 @@ class NetworkMetadata:
         if meta.refinement:
             _check_refinement(meta.refinement, int(meta.tile_size))
         from .context import BlockSmoothing, ContextPass
+        from .dips import DipScore
 
         ContextPass.from_metadata(meta.context, meta.classes)  # raise if malformed
         BlockSmoothing.from_metadata(meta.smoothing, meta.classes)
+        DipScore.from_metadata(meta.dips, meta.classes)
         return meta
 
     def to_dict(self) -> dict:
@@ -125,21 +131,25 @@ def _check_refinement(refinement: dict, tile_size: int) -> tuple[int, int, int]:
     return rows, halo, block
 
 
-def weights_hash(path: str | os.PathLike, *more: str | os.PathLike, context: dict | None = None,
-                 smoothing: dict | None = None) -> str:
+#: Metadata entries that change what the inference code computes from the network's outputs, so
+#: that the model identifier names them with the weights.
+INFERENCE_ENTRIES = ("context", "dips", "smoothing")
+
+
+def weights_hash(path: str | os.PathLike, *more: str | os.PathLike, inference: dict | None = None) -> str:
     """Model identifier: the first 16 hex digits of the SHA-256 of the inference model file(s)
-    (``model.tflite``, then ``refine.tflite`` where there is one), then of the descriptions of the
-    context pass and the block smoothing (``metadata.context``, ``metadata.smoothing``, canonical
-    JSON) where there are: they change the outputs, so they are part of what the identifier names."""
+    (``model.tflite``, then ``refine.tflite`` where there is one), then of each entry of
+    ``inference`` that is set, in :data:`INFERENCE_ENTRIES` order, as ``name:`` + canonical JSON
+    (the metadata's context pass, dip score and block smoothing: they change the outputs)."""
     h = hashlib.sha256()
     for p in (path,) + more:
         with open(p, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
-    if context:
-        h.update(b"context:" + json.dumps(context, sort_keys=True, separators=(",", ":")).encode())
-    if smoothing:
-        h.update(b"smoothing:" + json.dumps(smoothing, sort_keys=True, separators=(",", ":")).encode())
+    for name in INFERENCE_ENTRIES:
+        value = (inference or {}).get(name)
+        if value:
+            h.update(name.encode() + b":" + json.dumps(value, sort_keys=True, separators=(",", ":")).encode())
     return h.hexdigest()[:16]
 
 
@@ -209,7 +219,7 @@ class Network:
             if not refine_path.is_file():
                 raise UsageError(self.net_dir, f"not a network directory: {refine_path.name} is missing")
         self.model_id = weights_hash(model_path, *([refine_path] if refine_path else []),
-                                     context=self.metadata.context, smoothing=self.metadata.smoothing)
+                                     inference=self.metadata.to_dict())
         if num_threads is None:
             num_threads = int(os.environ.get("MAXIMASK_THREADS", 0)) or len(os.sched_getaffinity(0))
         from ai_edge_litert.interpreter import Interpreter
@@ -412,7 +422,7 @@ def save_network(model, net_dir, metadata: NetworkMetadata) -> str:
         meta["refinement"] = None
     converter = tf.lite.TFLiteConverter.from_keras_model(fixed)
     (net_dir / MODEL_FILE).write_bytes(converter.convert())
-    model_id = weights_hash(*files, context=meta.get("context"), smoothing=meta.get("smoothing"))
+    model_id = weights_hash(*files, inference=meta)
     meta["extra"] = dict(meta.get("extra") or {}, model_id=model_id)
     (net_dir / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return model_id

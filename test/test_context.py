@@ -168,10 +168,13 @@ def test_model_id_names_the_context_pass(test_net_dir):
 
     files = [test_net_dir / "model.tflite"]
     plain = weights_hash(*files)
-    with_ctx = weights_hash(*files, context={"factor": 8, "classes": {"NEB": "mean"}})
+    with_ctx = weights_hash(*files, inference={"context": {"factor": 8, "classes": {"NEB": "mean"}}})
     assert with_ctx != plain
-    assert weights_hash(*files, context={"classes": {"NEB": "mean"}, "factor": 8}) == with_ctx
-    assert weights_hash(*files, context={"factor": 4, "classes": {"NEB": "mean"}}) != with_ctx
+    assert weights_hash(*files, inference={"context": {"classes": {"NEB": "mean"}, "factor": 8}}) == with_ctx
+    assert weights_hash(*files, inference={"context": {"factor": 4, "classes": {"NEB": "mean"}}}) != with_ctx
+    assert weights_hash(*files, inference={"context": None, "smoothing": None, "name": "x"}) == plain
+    smoothed = {"context": {"factor": 8, "classes": {"NEB": "mean"}}, "smoothing": {"block": 256, "classes": ["FR"]}}
+    assert weights_hash(*files, inference=smoothed) not in (plain, with_ctx)
 
 
 @pytest.mark.parametrize("block", [4, 7, 16])

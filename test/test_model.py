@@ -184,8 +184,7 @@ def test_shipped_network_consistent():
     assert meta["classes"] == list(ABBRS)
     assert meta["output"] == "logits"
     files = [SHIPPED / "model.tflite"] + ([SHIPPED / meta["refinement"]["file"]] if meta.get("refinement") else [])
-    assert meta["extra"]["model_id"] == weights_hash(*files, context=meta.get("context"),
-                                                     smoothing=meta.get("smoothing"))
+    assert meta["extra"]["model_id"] == weights_hash(*files, inference=meta)
     arch = Architecture.from_dict(meta["extra"]["architecture"])
     assert meta["margin"] == required_margin(arch)
     assert meta["size_multiple"] == arch.size_multiple

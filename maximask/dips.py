@@ -1,0 +1,134 @@
+"""Dead pixels from their neighbours: a pixel far below all eight of its neighbours.
+
+No source on the sky makes a one-pixel hole: the PSF spreads every source over several pixels, so a
+pixel well below the lowest of its eight neighbours is a dead (or cold) pixel, or noise. The network
+judges dead pixels from a 1/4-resolution body plus a small refinement, and ranks the obvious ones
+poorly (docs/MODEL.md, "Dead-pixel dips"). So the engine adds this evidence to the DP logit:
+
+    dip = min(8 neighbours) - pixel            (noise units of the frame's background, linear)
+    logit_dip = slope * ln(dip) + offset        where dip > min_dip
+    DP logit := logaddexp(DP logit, logit_dip)  (the probabilities add, for small ones)
+
+with ``slope``, ``offset`` and ``min_dip`` from the network's metadata (``dips``), fitted by logistic
+regression on validation frames. Everything here is a pure function of arrays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class DipScore:
+    """The dip score of a network, from its metadata.
+
+    Attributes
+    ----------
+    channel : int
+        Output channel it adds to (DP).
+    slope, offset : float
+        ``logit_dip = slope * ln(dip) + offset``.
+    min_dip : float
+        Dips at or below it (noise units) add nothing.
+    """
+
+    channel: int
+    slope: float
+    offset: float
+    min_dip: float
+
+    @classmethod
+    def from_metadata(cls, dips: dict | None, classes) -> "DipScore | None":
+        """The score that ``dips`` (metadata entry) describes; None when it is absent.
+
+        Raises
+        ------
+        ValueError
+            Unknown class, missing value, or a ``min_dip`` that is not positive.
+        """
+        if not dips:
+            return None
+        name = dips.get("class", "DP")
+        if name not in classes:
+            raise ValueError(f"dips class {name!r} is not an output of the network")
+        try:
+            slope, offset, min_dip = (float(dips[k]) for k in ("slope", "offset", "min_dip"))
+        except KeyError as exc:
+            raise ValueError(f"dips needs {exc.args[0]!r}") from None
+        if not min_dip > 0:
+            raise ValueError(f"dips min_dip must be positive, not {min_dip}")
+        return cls(list(classes).index(name), slope, offset, min_dip)
+
+    def logits(self, dip: np.ndarray) -> np.ndarray:
+        """``slope * ln(dip) + offset`` where ``dip > min_dip``, -inf elsewhere (float32)."""
+        out = np.full(dip.shape, -np.inf, np.float32)
+        big = dip > self.min_dip
+        out[big] = self.slope * np.log(dip[big]) + self.offset
+        return out
+
+    def add_to(self, logits: np.ndarray, dips: tuple) -> np.ndarray:
+        """``logits[..., channel] = logaddexp(logits[..., channel], self.logits(dip))``, in place,
+        at the pixels :func:`neighbour_dips` lists (elsewhere it would add exp(-inf) = 0).
+
+        Parameters
+        ----------
+        logits : ndarray, float32, shape (h, w, C), writable
+        dips : tuple of ndarray
+            ``(rows, cols, dip)`` from :func:`neighbour_dips` with ``min_dip = self.min_dip``.
+        """
+        iy, ix, dip = dips
+        if dip.size:
+            score = np.float32(self.slope) * np.log(dip) + np.float32(self.offset)
+            logits[iy, ix, self.channel] = np.logaddexp(logits[iy, ix, self.channel], score)
+        return logits
+
+
+def neighbour_dips(frame: np.ndarray, rows: slice, cols: slice, min_dip: float) -> tuple:
+    """The pixels of a window that lie more than ``min_dip`` below the lowest of their 8 neighbours.
+
+    Parameters
+    ----------
+    frame : ndarray, float32, shape (H, W)
+        The network's input: ``asinh((image - background) / sigma)`` (see :mod:`maximask.normalize`).
+    rows, cols : slice
+        The window (start and stop set).
+    min_dip : float
+        Least dip returned (linear noise units), > 0.
+
+    Returns
+    -------
+    iy, ix : ndarray of intp
+        Row and column of each such pixel in the window.
+    dip : ndarray of float32
+        ``min(neighbours) - pixel`` in linear noise units (``sinh`` of the input). Beyond the
+        frame's edges the edge pixels repeat, so a pixel of the first or last row or column never
+        dips (its repeated self is among its neighbours). A pixel's dip depends only on its
+        neighbourhood, so windows stitch seamlessly.
+    """
+    height, width = frame.shape
+    y0, y1, x0, x1 = rows.start - 1, rows.stop + 1, cols.start - 1, cols.stop + 1
+    if y0 >= 0 and x0 >= 0 and y1 <= height and x1 <= width:
+        window = frame[y0:y1, x0:x1]  # a view: no copy inside the frame
+    else:
+        window = frame[np.ix_(np.clip(np.arange(y0, y1), 0, height - 1), np.clip(np.arange(x0, x1), 0, width - 1))]
+    h, w = window.shape[0] - 2, window.shape[1] - 2
+    # the 8 neighbours as the rows above and below (a running minimum of 3 columns) and the
+    # left and right pixels: 5 passes instead of 8
+    across = np.minimum(window[:, :w], window[:, 2:])
+    np.minimum(across, window[:, 1:-1], out=across)
+    lowest = np.minimum(across[:h], across[2:])
+    np.minimum(lowest, window[1:-1, :w], out=lowest)
+    np.minimum(lowest, window[1:-1, 2:], out=lowest)
+    # sinh is increasing, so only pixels below all their neighbours in the input can dip (about 1
+    # in 9 in pure noise): the linear values are computed for those alone, by index (a boolean
+    # mask on these arrays is 5x slower) and with exp (numpy's float32 sinh is 5x slower)
+    lowest -= window[1:-1, 1:-1]
+    candidates = np.flatnonzero(lowest > 0)
+    iy, ix = np.divmod(candidates, w)
+    top = np.take(lowest, candidates) + window[iy + 1, ix + 1]  # the neighbours' minimum
+    centre = window[iy + 1, ix + 1]
+    dip = 0.5 * ((np.exp(top) - np.exp(-top)) - (np.exp(centre) - np.exp(-centre)))
+    keep = dip > min_dip
+    return iy[keep], ix[keep], dip[keep].astype(np.float32)

@@ -1,0 +1,103 @@
+"""The dead-pixel dip score: which pixels dip, by how much, and how it adds to the DP logit."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from maximask.classes import ABBRS
+from maximask.dips import DipScore, neighbour_dips
+from maximask.engine import infer
+
+
+def brute_force_dips(frame):
+    """min(8 neighbours) - pixel in linear units, edges repeated, by the definition."""
+    lin = np.sinh(frame.astype(np.float64))
+    p = np.pad(lin, 1, mode="edge")
+    h, w = frame.shape
+    return np.min([p[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3) if (dy, dx) != (1, 1)],
+                  axis=0) - lin
+
+
+def test_dips_match_the_definition_inside_and_at_the_edges():
+    rng = np.random.default_rng(0)
+    frame = np.arcsinh(rng.normal(0, 1, (40, 50))).astype(np.float32)
+    frame[10, 10] = np.arcsinh(-30.0)  # a dead pixel on the sky
+    frame[0, 0] = np.arcsinh(-8.0)  # at a corner: its repeated self is its neighbour, no dip
+    frame[20, 48] = np.arcsinh(-6.0)  # next to an edge
+    frame[30:33, 30:33] = np.arcsinh(-10.0)  # a 3x3 hole: no pixel of it is below all its neighbours
+    expected = brute_force_dips(frame)
+    iy, ix, dip = neighbour_dips(frame, slice(0, 40), slice(0, 50), 1.0)
+    ey, ex = np.nonzero(expected > 1.0)
+    np.testing.assert_array_equal(iy, ey)
+    np.testing.assert_array_equal(ix, ex)
+    np.testing.assert_allclose(dip, expected[ey, ex], rtol=1e-4)
+    got = {(int(y), int(x)) for y, x in zip(iy, ix)}
+    assert {(10, 10), (20, 48)} <= got and (0, 0) not in got
+    assert not any(30 <= y < 33 and 30 <= x < 33 for y, x in got)
+    # any window gives its pixels the whole frame's values
+    wy, wx, wd = neighbour_dips(frame, slice(5, 25), slice(30, 50), 1.0)
+    inside = (ey >= 5) & (ey < 25) & (ex >= 30)
+    np.testing.assert_array_equal(wy + 5, ey[inside])
+    np.testing.assert_array_equal(wx + 30, ex[inside])
+    np.testing.assert_allclose(wd, expected[ey[inside], ex[inside]], rtol=1e-4)
+
+
+def test_dip_score_adds_probabilities_at_the_dips_only():
+    score = DipScore.from_metadata({"class": "DP", "slope": 1.5, "offset": -7.0, "min_dip": 1.0}, ABBRS)
+    dp = ABBRS.index("DP")
+    assert score.channel == dp
+    logits = np.full((3, 4, len(ABBRS)), -9.0, np.float32)
+    before = logits.copy()
+    dips = (np.array([1, 2]), np.array([0, 3]), np.array([1.5, 200.0], np.float32))
+    score.add_to(logits, dips)
+    for y, x, d in zip(*dips):
+        p = 1 / (1 + np.exp(9.0)) + 1 / (1 + np.exp(7.0 - 1.5 * np.log(d)))
+        assert logits[y, x, dp] == pytest.approx(np.log(p / (1 - p)), abs=0.01)  # for small p
+    logits[1, 0, dp] = logits[2, 3, dp] = -9.0
+    np.testing.assert_array_equal(logits, before)
+    with pytest.raises(ValueError, match="min_dip"):
+        DipScore.from_metadata({"slope": 1.0, "offset": 0.0, "min_dip": 0.0}, ABBRS)
+    with pytest.raises(ValueError, match="slope"):
+        DipScore.from_metadata({"offset": 0.0, "min_dip": 1.0}, ABBRS)
+    with pytest.raises(ValueError, match="XYZ"):
+        DipScore.from_metadata({"class": "XYZ", "slope": 1.0, "offset": 0.0, "min_dip": 1.0}, ABBRS)
+
+
+@pytest.fixture(scope="module")
+def network(test_net_dir):
+    from maximask.network import Network
+
+    return Network(test_net_dir, num_threads=1)
+
+
+class WithDips:
+    def __init__(self, network, dips):
+        self.metadata = dataclasses.replace(network.metadata, dips=dips)
+        self.predict_logits = network.predict_logits
+
+
+def test_engine_adds_the_dip_score_to_dp_only(network):
+    from maximask.normalize import normalize_image
+
+    rng = np.random.default_rng(1)
+    image = rng.normal(500.0, 8.0, (150, 230)).astype(np.float32)
+    image[40, 100] = 0.0  # a dead pixel
+    image[120, 7] = 300.0
+    entry = {"class": "DP", "slope": 1.5, "offset": -7.0, "min_dip": 1.0}
+    net = WithDips(network, entry)
+
+    def planes(lg):
+        return np.moveaxis(lg, -1, 0).copy()
+
+    alone = infer(image, network, batch_size=3, tile_transform=planes)
+    got = infer(image, net, batch_size=3, tile_transform=planes)
+    dp = ABBRS.index("DP")
+    others = [c for c in range(len(ABBRS)) if c != dp]
+    np.testing.assert_array_equal(got[others], alone[others])
+    frame = normalize_image(image).data
+    iy, ix, dip = neighbour_dips(frame, slice(0, 150), slice(0, 230), 1.0)
+    expected = alone[dp].copy()
+    expected[iy, ix] = np.logaddexp(expected[iy, ix], 1.5 * np.log(dip) - 7.0)
+    np.testing.assert_allclose(got[dp], expected, rtol=1e-5, atol=1e-5)
+    assert got[dp, 40, 100] > alone[dp, 40, 100] + 0.1 and got[dp, 120, 7] > alone[dp, 120, 7]
