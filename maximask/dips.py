@@ -112,7 +112,8 @@ def neighbour_dips(frame: np.ndarray, rows: slice, cols: slice, min_dip: float) 
     if y0 >= 0 and x0 >= 0 and y1 <= height and x1 <= width:
         window = frame[y0:y1, x0:x1]  # a view: no copy inside the frame
     else:
-        window = frame[np.ix_(np.clip(np.arange(y0, y1), 0, height - 1), np.clip(np.arange(x0, x1), 0, width - 1))]
+        ys, xs = np.clip(np.arange(y0, y1), 0, height - 1), np.clip(np.arange(x0, x1), 0, width - 1)
+        window = frame[np.ix_(ys, xs)]
     h, w = window.shape[0] - 2, window.shape[1] - 2
     # the 8 neighbours as the rows above and below (a running minimum of 3 columns) and the
     # left and right pixels: 5 passes instead of 8

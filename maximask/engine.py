@@ -87,8 +87,8 @@ def _tile_writer(transform, image_shape: tuple) -> Callable:
     return write
 
 
-# Rows of a tile core combined with the context pass (and the dip score) and written at once (64 x 1024 x 14 float32:
-# 3.7 MB, which stays in cache between the two).
+# Rows of a tile core combined with the context pass and the dip score and written at once
+# (64 x 1024 x 14 float32: 3.7 MB, which stays in cache between the two).
 _CONTEXT_ROWS = 64
 
 

@@ -118,3 +118,26 @@ def test_net(tmp_path_factory) -> TestNet:
 def test_net_dir(test_net):
     """Directory of the tiny 14-output test network (``metadata.json``, ``model.tflite``, ``model.keras``)."""
     return test_net.net_dir
+
+
+@pytest.fixture(scope="module")
+def network(test_net_dir):
+    """The test network, loaded (LiteRT, one thread)."""
+    from maximask.network import Network
+
+    return Network(test_net_dir, num_threads=1)
+
+
+class _WithMetadata:
+    def __init__(self, network, entries):
+        import dataclasses
+
+        self.metadata = dataclasses.replace(network.metadata, **entries)
+        self.predict_logits = network.predict_logits
+
+
+@pytest.fixture(scope="module")
+def with_metadata(network):
+    """``with_metadata(context=..., smoothing=..., dips=...)``: the test network with those metadata
+    entries, which the engine reads (the weights are the same)."""
+    return lambda **entries: _WithMetadata(network, entries)

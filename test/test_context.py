@@ -1,7 +1,5 @@
 """The context pass: binning, interpolation back to full resolution, combination, and the engine."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 
@@ -104,21 +102,6 @@ def test_malformed_context_makes_a_malformed_network(tmp_path, test_net_dir):
         Network(net_dir)
 
 
-@pytest.fixture(scope="module")
-def network(test_net_dir):
-    from maximask.network import Network
-
-    return Network(test_net_dir, num_threads=1)
-
-
-class WithContext:
-    """The test network with a context pass in its metadata."""
-
-    def __init__(self, network, context):
-        self.metadata = dataclasses.replace(network.metadata, context=context)
-        self.predict_logits = network.predict_logits
-
-
 def sky(shape, seed=0):
     rng = np.random.default_rng(seed)
     image = rng.normal(500.0, 8.0, shape).astype(np.float32)
@@ -132,11 +115,11 @@ def logit_planes(lg):
     return np.moveaxis(lg, -1, 0).copy()
 
 
-def test_engine_combines_the_binned_frames_logits(network):
+def test_engine_combines_the_binned_frames_logits(network, with_metadata):
     """The engine's result is the frame's logits with the named classes combined with the binned
     frame's logits, interpolated; the other classes, and the input, are untouched."""
     context = {"factor": 2, "classes": {"NEB": "mean", "OV": "coarse"}}
-    net = WithContext(network, context)
+    net = with_metadata(context=context)
     image = sky((150, 230))
     kept = image.copy()
     got = infer(image, net, batch_size=3, tile_transform=logit_planes)
@@ -156,8 +139,8 @@ def test_engine_combines_the_binned_frames_logits(network):
     np.testing.assert_allclose(probs[ov], 1 / (1 + np.exp(-up[ov])), rtol=1e-5, atol=1e-6)
 
 
-def test_engine_skips_the_pass_on_small_frames(network):
-    net = WithContext(network, {"factor": 4, "classes": {"NEB": "coarse"}})
+def test_engine_skips_the_pass_on_small_frames(network, with_metadata):
+    net = with_metadata(context={"factor": 4, "classes": {"NEB": "coarse"}})
     image = sky((4 * MIN_BINNED_SIDE - 4, 300))
     np.testing.assert_array_equal(infer(image, net, tile_transform=logit_planes),
                                   infer(image, network, tile_transform=logit_planes))
@@ -173,7 +156,8 @@ def test_model_id_names_the_context_pass(test_net_dir):
     assert weights_hash(*files, inference={"context": {"classes": {"NEB": "mean"}, "factor": 8}}) == with_ctx
     assert weights_hash(*files, inference={"context": {"factor": 4, "classes": {"NEB": "mean"}}}) != with_ctx
     assert weights_hash(*files, inference={"context": None, "smoothing": None, "name": "x"}) == plain
-    smoothed = {"context": {"factor": 8, "classes": {"NEB": "mean"}}, "smoothing": {"block": 256, "classes": ["FR"]}}
+    smoothed = {"context": {"factor": 8, "classes": {"NEB": "mean"}},
+                "smoothing": {"block": 256, "classes": ["FR"]}}
     assert weights_hash(*files, inference=smoothed) not in (plain, with_ctx)
 
 
@@ -207,14 +191,6 @@ def test_smoothing_metadata_is_checked():
         BlockSmoothing.from_metadata({"block": 1, "classes": ["FR"]}, ABBRS)
 
 
-class WithSmoothing:
-    """The test network with block smoothing (and optionally a context pass) in its metadata."""
-
-    def __init__(self, network, smoothing, context=None):
-        self.metadata = dataclasses.replace(network.metadata, smoothing=smoothing, context=context)
-        self.predict_logits = network.predict_logits
-
-
 def smoothed_reference(network, image, block, channels):
     """The definition: full-resolution logits, the channels replaced by their interpolated block
     means over the whole frame."""
@@ -228,9 +204,9 @@ def smoothed_reference(network, image, block, channels):
     return alone, expected
 
 
-def test_engine_smooths_the_named_classes_over_the_whole_frame(network):
+def test_engine_smooths_the_named_classes_over_the_whole_frame(network, with_metadata):
     fr, neb = ABBRS.index("FR"), ABBRS.index("NEB")
-    net = WithSmoothing(network, {"block": 16, "classes": ["FR", "NEB"]})
+    net = with_metadata(smoothing={"block": 16, "classes": ["FR", "NEB"]})
     image = sky((150, 230))  # several tiles of the test network
     alone, expected = smoothed_reference(network, image, 16, (fr, neb))
     got = infer(image, net, batch_size=2, tile_transform=logit_planes)
@@ -243,13 +219,13 @@ def test_engine_smooths_the_named_classes_over_the_whole_frame(network):
 
 
 @pytest.mark.parametrize("mode", ["masks", "single", "probabilities", "default"])
-def test_every_output_writes_the_smoothed_classes(network, mode):
+def test_every_output_writes_the_smoothed_classes(network, with_metadata, mode):
     """Masks, the single bit mask and probabilities (with a prior modification) of the smoothed
     classes are those of the smoothed logits, whichever way the engine writes them."""
     from maximask.postprocess import make_plan, transform
 
     fr, neb = ABBRS.index("FR"), ABBRS.index("NEB")
-    net = WithSmoothing(network, {"block": 8, "classes": ["FR", "NEB"]})
+    net = with_metadata(smoothing={"block": 8, "classes": ["FR", "NEB"]})
     image = sky((150, 230), seed=4)
     _, expected = smoothed_reference(network, image, 8, (fr, neb))
     flags = np.ones(len(ABBRS), bool)
@@ -281,13 +257,13 @@ def test_every_output_writes_the_smoothed_classes(network, mode):
         assert 0.2 < fr_mask.mean() < 0.8
 
 
-def test_context_pass_then_smoothing(network):
+def test_context_pass_then_smoothing(network, with_metadata):
     """With both, a class is smoothed after the context pass combined it."""
     neb = ABBRS.index("NEB")
     context = {"factor": 2, "classes": {"NEB": "mean"}}
-    both = WithSmoothing(network, {"block": 16, "classes": ["NEB"]}, context=context)
+    both = with_metadata(smoothing={"block": 16, "classes": ["NEB"]}, context=context)
     image = sky((150, 230))
-    combined = infer(image, WithContext(network, context), tile_transform=logit_planes)
+    combined = infer(image, with_metadata(context=context), tile_transform=logit_planes)
     sums = np.zeros((1, 10, 15))
     add_block_sums(sums[0], combined[neb], 0, 0, 16)
     means = (sums / BlockSmoothing(16, (neb,)).block_counts(image.shape)).astype(np.float32)

@@ -1,7 +1,5 @@
 """The dead-pixel dip score: which pixels dip, by how much, and how it adds to the DP logit."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 
@@ -64,20 +62,7 @@ def test_dip_score_adds_probabilities_at_the_dips_only():
         DipScore.from_metadata({"class": "XYZ", "slope": 1.0, "offset": 0.0, "min_dip": 1.0}, ABBRS)
 
 
-@pytest.fixture(scope="module")
-def network(test_net_dir):
-    from maximask.network import Network
-
-    return Network(test_net_dir, num_threads=1)
-
-
-class WithDips:
-    def __init__(self, network, dips):
-        self.metadata = dataclasses.replace(network.metadata, dips=dips)
-        self.predict_logits = network.predict_logits
-
-
-def test_engine_adds_the_dip_score_to_dp_only(network):
+def test_engine_adds_the_dip_score_to_dp_only(network, with_metadata):
     from maximask.normalize import normalize_image
 
     rng = np.random.default_rng(1)
@@ -85,7 +70,7 @@ def test_engine_adds_the_dip_score_to_dp_only(network):
     image[40, 100] = 0.0  # a dead pixel
     image[120, 7] = 300.0
     entry = {"class": "DP", "slope": 1.5, "offset": -7.0, "min_dip": 1.0}
-    net = WithDips(network, entry)
+    net = with_metadata(dips=entry)
 
     def planes(lg):
         return np.moveaxis(lg, -1, 0).copy()
