@@ -106,7 +106,7 @@ def _context_columns(image, network, plan_ctx: ContextPass, batch_size: int) -> 
     return upsample_columns(binned, plan_ctx.factor, np.shape(image)[1])
 
 
-def _planes_writer(transform, image_shape: tuple, n_channels: int) -> Callable:
+def _planes_writer(transform, n_channels: int) -> Callable:
     """``write_planes(out, core, channels, planes) -> out``: rewrite what some channels give in an
     output the tile pass has written (block smoothing), the other channels untouched.
 
@@ -276,7 +276,7 @@ def infer(
         # the smoothed classes: block means interpolated back, written a band of rows at a time
         means = (sums / counts).astype(np.float32)
         smooth_columns = upsample_columns(means, smooth.block, frame.shape[1])
-        write_planes = _planes_writer(tile_transform, frame.shape, len(meta.classes))
+        write_planes = _planes_writer(tile_transform, len(meta.classes))
         everything = slice(0, frame.shape[1])
         for r in range(0, frame.shape[0], _CONTEXT_ROWS):
             rows = slice(r, min(r + _CONTEXT_ROWS, frame.shape[0]))
