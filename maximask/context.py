@@ -55,11 +55,16 @@ class ContextPass:
     modes : tuple of str
         For each channel, ``"mean"`` (average of the full-resolution and context logits) or
         ``"coarse"`` (the context logit alone).
+    network : str or None
+        Subdirectory of the network directory holding the *context network*, the network run on
+        the binned frame (trained on binned frames, ``maximask-train --bin``); None: the network
+        itself.
     """
 
     factor: int
     channels: tuple
     modes: tuple
+    network: str | None = None
 
     @classmethod
     def from_metadata(cls, context: dict | None, classes) -> "ContextPass | None":
@@ -68,20 +73,25 @@ class ContextPass:
         Raises
         ------
         ValueError
-            Unknown class or mode, or a factor below 2.
+            Unknown class or mode, a factor below 2, or a context network that is not a plain
+            subdirectory name.
         """
         if not context or not context.get("classes"):
             return None
         factor = int(context["factor"])
         if factor < 2:
             raise ValueError(f"context factor must be at least 2, not {factor}")
+        network = context.get("network")
+        if network is not None and (not isinstance(network, str) or network in ("", ".", "..")
+                                    or "/" in network or "\\" in network):
+            raise ValueError(f"context network {network!r} is not the name of a subdirectory")
         channels, modes = [], []
         for name, mode in context["classes"].items():
             channels.append(output_channel(classes, name, "context"))
             if mode not in MODES:
                 raise ValueError(f"context mode {mode!r} of {name} is not one of {MODES}")
             modes.append(mode)
-        return cls(factor, tuple(channels), tuple(modes))
+        return cls(factor, tuple(channels), tuple(modes), network)
 
     def applies_to(self, shape) -> bool:
         """Whether a frame of this shape gets the pass (its binned frame is large enough)."""

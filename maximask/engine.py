@@ -97,8 +97,9 @@ def _context_columns(image, network, plan_ctx: ContextPass, batch_size: int) -> 
     the binned frame cannot be normalised (constant) while the frame itself may be: the frame's own
     logits then stand, and a frame that cannot be normalised fails in the caller."""
     channels = list(plan_ctx.channels)
+    context_network = getattr(network, "context_network", network)
     try:
-        binned = infer(bin_frame(image, plan_ctx.factor), network, batch_size,
+        binned = infer(bin_frame(image, plan_ctx.factor), context_network, batch_size,
                        tile_transform=lambda lg: np.moveaxis(lg[..., channels], -1, 0), context=False)
     except ValueError:
         return None

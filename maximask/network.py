@@ -77,7 +77,8 @@ class NetworkMetadata:
     context : dict or None
         ``{"factor": b, "classes": {"NEB": "mean", ...}}`` when the network also runs on the frame
         binned b x b and those classes take (``"coarse"``) or average in (``"mean"``) its logits
-        (see :mod:`maximask.context`); None otherwise.
+        (see :mod:`maximask.context`); with ``"network": "NAME"``, the binned frame is run by the
+        context network of the subdirectory NAME instead; None otherwise.
     smoothing : dict or None
         ``{"block": B, "classes": ["FR", ...]}`` when those classes' logits are replaced by their
         interpolated means over B x B blocks of the frame (see :mod:`maximask.context`); None
@@ -218,10 +219,26 @@ class Network:
             refine_path = self.net_dir / refinement.get("file", REFINE_FILE)
             if not refine_path.is_file():
                 raise UsageError(self.net_dir, f"not a network directory: {refine_path.name} is missing")
-        self.model_id = weights_hash(model_path, *([refine_path] if refine_path else []),
-                                     inference=self.metadata.to_dict())
         if num_threads is None:
             num_threads = int(os.environ.get("MAXIMASK_THREADS", 0)) or len(os.sched_getaffinity(0))
+        #: The network that runs the context pass's binned frame: this one, or the context network
+        #: its metadata names (a network directory of its own, inside this one).
+        self.context_network = self
+        files = [model_path] + ([refine_path] if refine_path else [])
+        context_dir = (self.metadata.context or {}).get("network")
+        if context_dir:
+            if not (self.net_dir / context_dir).is_dir():
+                raise UsageError(self.net_dir,
+                                 f"not a network directory: its context network {context_dir}/ is missing")
+            self.context_network = Network(self.net_dir / context_dir, num_threads)
+            if self.context_network.metadata.context:
+                raise UsageError(self.net_dir / context_dir,
+                                 "malformed network metadata (a context network has no context pass "
+                                 "of its own)")
+            files += self.context_network.files
+        #: The files the model identifier hashes (its weights, its context network's).
+        self.files = files
+        self.model_id = weights_hash(*files, inference=self.metadata.to_dict())
         from ai_edge_litert.interpreter import Interpreter
 
         self._interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads)

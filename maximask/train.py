@@ -62,7 +62,7 @@ def frame_seed(seed: int, stream: int, *index: int) -> np.random.SeedSequence:
     return np.random.SeedSequence(seed, spawn_key=(stream,) + tuple(index))
 
 
-def simulate_normalised(seq, shape, normalisation=None, sim_config=None):
+def simulate_normalised(seq, shape, normalisation=None, sim_config=None, bin_factor=1):
     """Simulate a frame and normalise it whole, exactly as inference does.
 
     Parameters
@@ -74,23 +74,34 @@ def simulate_normalised(seq, shape, normalisation=None, sim_config=None):
         Normalisation parameters (default :data:`maximask.normalize.DEFAULT_NORMALISATION`).
     sim_config : dict, optional
         Simulator options.
+    bin_factor : int
+        With b > 1, the frame the network is given is the simulated frame binned b x b, as the
+        context pass bins it (:func:`maximask.context.bin_frame`), and the truth is each block's
+        share of labelled pixels (soft labels): what a context network is trained on.
 
     Returns
     -------
-    data : ndarray, float32, shape (H, W)
+    data : ndarray, float32, shape (H / b, W / b)
         Normalised frame.
-    truth : ndarray, uint8, shape (14, H, W)
+    truth : ndarray, shape (14, H / b, W / b)
+        uint8 labels, or with ``bin_factor`` > 1 float32 shares in [0, 1].
     """
     from .normalize import normalize_image
     from .sim import simulate_frame
 
     image, truth, _ = simulate_frame(tuple(shape), np.random.default_rng(seq), sim_config)
+    if bin_factor > 1:
+        from .context import bin_frame
+
+        image = bin_frame(image, bin_factor)
+        truth = np.stack([bin_frame(plane, bin_factor) for plane in truth])
     return normalize_image(image, normalisation).data, truth
 
 
 def _simulate_chunk(args):
-    seed, chunk, n_frames, shape, sim_config = args
-    frames = [simulate_normalised(frame_seed(seed, TRAIN, chunk, i), shape, sim_config=sim_config)
+    seed, chunk, n_frames, shape, sim_config, bin_factor = args
+    frames = [simulate_normalised(frame_seed(seed, TRAIN, chunk, i), shape, sim_config=sim_config,
+                                  bin_factor=bin_factor)
               for i in range(n_frames)]
     return np.stack([f[0] for f in frames]), np.stack([f[1] for f in frames])
 
@@ -421,6 +432,9 @@ def _parser():
                    help="training tiles may overhang the frame edge by up to this many pixels, filled "
                         "with zeros as the inference engine's canvas is (default %(default)s)")
     p.add_argument("--frame-size", type=int, default=1024, help="simulated frame side (pixels)")
+    p.add_argument("--bin", type=int, default=1, metavar="B",
+                   help="train on the simulated frames binned B x B, with soft labels (a context network "
+                        "for the context pass, see maximask.context); default 1, no binning")
     p.add_argument("--frames-per-chunk", type=int, default=6)
     p.add_argument("--steps-per-chunk", type=int, default=12)
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine decay)")
@@ -517,6 +531,10 @@ def main(argv=None):
             model = build_model(arch)
         if args.train_only != "all":
             freeze_all_but_refinement(model, output_only=args.train_only == "refinement-output")
+        else:
+            # a network saved after a --train-only run keeps its frozen layers: all train again
+            for layer in model.layers:
+                layer.trainable = True
         tmodel = training_view(model)
         state = {"step": 0, "arch": arch.to_dict(), "args": vars(args), "argv": sys.argv,
                  "pixel_counts": [0.0] * N_CLASSES, "n_pixels": 0.0, "wall_s": 0.0}
@@ -548,6 +566,7 @@ def main(argv=None):
     # the data stream is fixed by the original invocation's options
     a = argparse.Namespace(**dict(state["args"]))
     frame_shape = (a.frame_size, a.frame_size)
+    bin_factor = int(getattr(a, "bin", 1))
     sim_config = _sim_config(getattr(a, "sim_config", None))
 
     # validation frames (simulated, or a held-back share of the user's frames)
@@ -560,8 +579,11 @@ def main(argv=None):
         val = [(d[: d.shape[0] // m * m, : d.shape[1] // m * m],
                 t[:, : d.shape[0] // m * m, : d.shape[1] // m * m]) for d, t in val]
     else:
-        val = [simulate_normalised(frame_seed(a.seed, VALID, i), frame_shape, sim_config=sim_config)
-               for i in range(a.val_frames)]
+        val = []
+        for i in range(a.val_frames):
+            data, truth = simulate_normalised(frame_seed(a.seed, VALID, i), frame_shape,
+                                              sim_config=sim_config, bin_factor=bin_factor)
+            val.append((data, (truth >= 0.5).astype(np.uint8)))  # a block is labelled where most of it is
 
     # SIGTERM/SIGINT only set a flag; the loop stops at the next step (or while waiting for a chunk),
     # writes a checkpoint (rerunning the command resumes), ends the workers and exits 128 + signal.
@@ -582,7 +604,8 @@ def main(argv=None):
         def chunk_data(c):
             if finetune:
                 return None
-            return pool.apply_async(_simulate_chunk, ((a.seed, c, a.frames_per_chunk, frame_shape, sim_config),))
+            return pool.apply_async(_simulate_chunk,
+                                    ((a.seed, c, a.frames_per_chunk, frame_shape, sim_config, bin_factor),))
 
         full_res_loss = has_refinement(tmodel)  # else the loss is on the head's cells
         t_start = time.time()
@@ -667,6 +690,7 @@ def main(argv=None):
             "batch_size": a.batch_size,
             "training_tile": a.tile,
             "frame_size": a.frame_size,
+            "bin": bin_factor,
             "frames_simulated": (step // a.steps_per_chunk + 1) * a.frames_per_chunk if not finetune else 0,
             "training_wall_s": round(state["wall_s"], 1),
             "loss_pos_weight": dict(zip(ABBRS, state["pos_weight"])),

@@ -270,3 +270,82 @@ def test_context_pass_then_smoothing(network, with_metadata):
     got = infer(image, both, tile_transform=logit_planes)
     expected = upsample(means, 16, slice(0, 150), slice(0, 230))[0]
     np.testing.assert_allclose(got[neb], expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def with_context_network(tmp_path_factory, test_net, test_net_dir):
+    """A copy of the test network whose context pass runs a context network of its own: the test
+    network with other (random) weights, in the subdirectory ``context``."""
+    import dataclasses
+    import json
+    import shutil
+
+    import keras
+
+    from maximask.network import Network, NetworkMetadata, save_network
+
+    net_dir = tmp_path_factory.mktemp("with_context") / "net"
+    shutil.copytree(test_net_dir, net_dir)
+    other = keras.models.clone_model(test_net.model)
+    rng = np.random.default_rng(3)
+    other.set_weights([w + rng.normal(0, 0.3, w.shape).astype(w.dtype) for w in test_net.model.get_weights()])
+    meta = NetworkMetadata.from_dict(json.loads((net_dir / "metadata.json").read_text()))
+    save_network(other, net_dir / "context", dataclasses.replace(meta, extra={"bin": 2}))
+    meta_dict = json.loads((net_dir / "metadata.json").read_text())
+    meta_dict["context"] = {"factor": 2, "classes": {"NEB": "mean", "OV": "coarse"}, "network": "context"}
+    (net_dir / "metadata.json").write_text(json.dumps(meta_dict))
+    return net_dir, Network(net_dir, num_threads=1), Network(net_dir / "context", num_threads=1)
+
+
+def test_engine_runs_the_binned_frame_through_the_context_network(network, with_metadata,
+                                                                  with_context_network):
+    net_dir, net, context_net = with_context_network
+    assert net.context_network is not net
+    image = sky((150, 230))
+    got = infer(image, net, batch_size=2, tile_transform=logit_planes)
+    alone = infer(image, network, tile_transform=logit_planes)
+    up = upsample(infer(bin_frame(image, 2), context_net, tile_transform=logit_planes), 2,
+                  slice(0, 150), slice(0, 230))
+    neb, ov = ABBRS.index("NEB"), ABBRS.index("OV")
+    np.testing.assert_allclose(got[neb], 0.5 * (alone[neb] + up[neb]), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(got[ov], up[ov], rtol=1e-6, atol=1e-6)
+    others = [c for c in range(len(ABBRS)) if c not in (neb, ov)]
+    np.testing.assert_array_equal(got[others], alone[others])
+    # not what the network itself gives on the binned frame
+    same_net = infer(image, with_metadata(context={"factor": 2, "classes": {"OV": "coarse"}}),
+                     tile_transform=logit_planes)
+    assert np.abs(same_net[ov] - got[ov]).max() > 1e-3
+
+
+def test_model_id_covers_the_context_networks_weights(tmp_path, with_context_network):
+    import json
+    import shutil
+
+    from maximask.errors import UsageError
+    from maximask.network import Network
+
+    net_dir, net, _ = with_context_network
+    copy = tmp_path / "net"
+    shutil.copytree(net_dir, copy)
+    assert Network(copy).model_id == net.model_id
+    tflite = copy / "context" / "model.tflite"
+    data = tflite.read_bytes()
+    tflite.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # another context network
+    assert Network(copy).model_id != net.model_id
+    shutil.rmtree(copy / "context")
+    with pytest.raises(UsageError, match="context network context/ is missing"):
+        Network(copy)
+    shutil.copytree(net_dir / "context", copy / "context")
+    inner = json.loads((copy / "context" / "metadata.json").read_text())
+    inner["context"] = {"factor": 2, "classes": {"NEB": "mean"}}
+    (copy / "context" / "metadata.json").write_text(json.dumps(inner))
+    with pytest.raises(UsageError, match="no context pass of its own"):
+        Network(copy)
+
+
+@pytest.mark.parametrize("name", ["", "..", "../other", "a/b", 3])
+def test_context_network_must_be_a_subdirectory_name(name):
+    with pytest.raises(ValueError, match="context network"):
+        ContextPass.from_metadata({"factor": 8, "classes": {"NEB": "mean"}, "network": name}, ABBRS)
+    assert ContextPass.from_metadata({"factor": 8, "classes": {"NEB": "mean"}, "network": "ctx"},
+                                     ABBRS).network == "ctx"

@@ -182,3 +182,21 @@ def test_freezing_needs_a_refinement():
 
     with pytest.raises(SystemExit, match="needs a network with a refinement"):
         freeze_all_but_refinement(build_model(COARSE))
+
+
+def test_binned_training_frames_are_the_context_pass_frames_with_soft_labels():
+    """With ``bin_factor`` the network gets the frame binned as the context pass bins it, normalised
+    whole, and each block's share of labelled pixels as its label."""
+    from maximask.context import bin_frame
+    from maximask.normalize import normalize_image
+    from maximask.sim import simulate_frame
+    from maximask.train import simulate_normalised
+
+    seq = np.random.SeedSequence(5, spawn_key=(2,))
+    data, truth = simulate_normalised(seq, (512, 512), bin_factor=8)
+    image, full_truth, _ = simulate_frame((512, 512), np.random.default_rng(seq))
+    assert data.shape == (64, 64) and truth.shape == (14, 64, 64) and truth.dtype == np.float32
+    np.testing.assert_array_equal(data, normalize_image(bin_frame(image, 8)).data)
+    shares = full_truth.reshape(14, 64, 8, 64, 8).mean(axis=(2, 4))
+    np.testing.assert_allclose(truth, shares, atol=1e-6)
+    assert ((truth > 0) & (truth < 1)).any()  # soft labels where a class ends inside a block

@@ -61,3 +61,23 @@ def test_unknown_loss_class_or_missing_initial_network_is_refused(tmp_path):
     r = run("--loss-classes", "HP")
     assert r.returncode != 0 and "--loss-classes needs --init-from NET_DIR" in r.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_a_context_network_trains_every_layer_on_binned_frames(tmp_path):
+    """``--bin B`` trains on binned frames (a context network); a network saved after a
+    ``--train-only`` run (frozen layers) trains whole again when fine-tuned with the default
+    ``--train-only all``."""
+    _train(tmp_path / "r0", "--steps", "4", "--lr", "1e-2", "--arch", json.dumps(ARCH),
+           "--out", str(tmp_path / "n0"))
+    _train(tmp_path / "r1", "--steps", "4", "--init-from", str(tmp_path / "n0"), "--train-only",
+           "refinement-output", "--loss-classes", "HP", "--out", str(tmp_path / "n1"))
+    _train(tmp_path / "r2", "--steps", "4", "--init-from", str(tmp_path / "n1"), "--bin", "2",
+           "--loss-classes", "NEB", "OV", "--out", str(tmp_path / "n2"))
+    starts = {}
+    for run in ("r0", "r1", "r2"):
+        log = [json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+        starts[run] = next(e for e in log if e["event"] == "start")
+    assert starts["r1"]["trainable_params"] < starts["r0"]["trainable_params"]
+    assert starts["r2"]["trainable_params"] == starts["r0"]["trainable_params"]
+    meta = json.loads((tmp_path / "n2" / "metadata.json").read_text())
+    assert meta["extra"]["bin"] == 2 and meta["extra"]["frame_size"] == 128
