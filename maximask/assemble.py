@@ -1,0 +1,113 @@
+"""Assembling a shipped network directory from trained parts.
+
+``maximask-train`` writes one network per run. The shipped directory can hold a second one, the
+*context network*: a network fine-tuned on binned frames (``maximask-train --bin B``) that the
+context pass runs on the binned frame instead of the main network (see :mod:`maximask.context`).
+This module installs it, so that the shipped directory is rebuilt by a command, not by hand::
+
+    python -m maximask.assemble context tensorflow_models/maximask runs/ctxnet/net \
+        --classes NEB=mean OV=coarse BBG=coarse
+
+Only what inference reads is installed (``model.tflite``, ``refine.tflite``, ``metadata.json``):
+the Keras copy, which only fine-tuning needs, would double the shipped weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from .context import MODES, ContextPass
+from .network import INFERENCE_ENTRIES, METADATA_FILE, MODEL_FILE, REFINE_FILE, Network
+
+#: Subdirectory of the shipped network that holds its context network.
+CONTEXT_DIR = "context"
+
+
+def install_context_network(net_dir, context_net_dir, modes: dict, name: str = CONTEXT_DIR) -> dict:
+    """Install a context network in a network directory and point its context pass at it.
+
+    Parameters
+    ----------
+    net_dir : path
+        The network directory (its metadata must describe a context pass: its factor is kept).
+    context_net_dir : path
+        A network directory written by ``maximask-train --bin B --out DIR``, with B the context
+        pass's factor.
+    modes : dict
+        ``{class: "mean" | "coarse"}``: the classes the context pass sets, and how.
+    name : str
+        Subdirectory name of the context network inside ``net_dir``.
+
+    Returns
+    -------
+    dict
+        The new ``context`` metadata entry.
+
+    Raises
+    ------
+    ValueError
+        No context pass in ``net_dir``, a context network trained on another binning, or an
+        unknown class or mode. Nothing is written then.
+    """
+    net_dir, context_net_dir = Path(net_dir), Path(context_net_dir)
+    meta = json.loads((net_dir / METADATA_FILE).read_text())
+    context = meta.get("context")
+    if not context:
+        raise ValueError(f"{net_dir}: the network has no context pass to give a context network")
+    inner = json.loads((context_net_dir / METADATA_FILE).read_text())
+    trained_bin = (inner.get("extra") or {}).get("bin", 1)
+    if trained_bin != context["factor"]:
+        raise ValueError(f"{context_net_dir}: trained on frames binned {trained_bin} x {trained_bin}, "
+                         f"the context pass bins {context['factor']} x {context['factor']}")
+    new_context = {"factor": context["factor"], "classes": dict(modes), "network": name}
+    try:
+        ContextPass.from_metadata(new_context, meta["classes"])  # checks the classes, modes and name
+    except ValueError as exc:
+        raise ValueError(f"{net_dir}: {exc}") from None
+    for entry in INFERENCE_ENTRIES:  # the context network runs plain, whatever it was trained from
+        inner.pop(entry, None)
+
+    staging = net_dir / f".{name}.new"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    files = [MODEL_FILE] + ([inner["refinement"].get("file", REFINE_FILE)] if inner.get("refinement") else [])
+    for file in files:
+        shutil.copy2(context_net_dir / file, staging / file)
+    (staging / METADATA_FILE).write_text(json.dumps(inner, indent=2) + "\n")
+    Network(staging, num_threads=1)  # loads: a directory the engine cannot run is never installed
+    shutil.rmtree(net_dir / name, ignore_errors=True)
+    staging.rename(net_dir / name)
+    meta["context"] = new_context
+    tmp = net_dir / f".{METADATA_FILE}.new"
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    tmp.replace(net_dir / METADATA_FILE)
+    return new_context
+
+
+def main(argv=None):
+    """``python -m maximask.assemble context NET_DIR CONTEXT_NET_DIR --classes CLASS=MODE ...``."""
+    p = argparse.ArgumentParser(prog="python -m maximask.assemble", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="what", required=True)
+    c = sub.add_parser("context", help="install a context network (maximask-train --bin) in NET_DIR")
+    c.add_argument("net_dir")
+    c.add_argument("context_net_dir")
+    c.add_argument("--classes", nargs="+", required=True, metavar="CLASS=MODE",
+                   help=f"classes the context pass sets and their mode ({' or '.join(MODES)})")
+    c.add_argument("--name", default=CONTEXT_DIR, help="subdirectory name (default %(default)s)")
+    args = p.parse_args(argv)
+    modes = dict(item.split("=", 1) if "=" in item else (item, "") for item in args.classes)
+    try:
+        context = install_context_network(args.net_dir, args.context_net_dir, modes, args.name)
+    except (ValueError, OSError) as exc:
+        print(f"python -m maximask.assemble: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(context))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
