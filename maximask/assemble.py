@@ -6,7 +6,7 @@ context pass runs on the binned frame instead of the main network (see :mod:`max
 This module installs it, so that the shipped directory is rebuilt by a command, not by hand::
 
     python -m maximask.assemble context tensorflow_models/maximask runs/ctxnet/net \
-        --classes NEB=mean OV=coarse BBG=coarse
+        --classes NEB=mean OV=mean BBG=coarse --network-classes NEB OV
 
 Only what inference reads is installed (``model.tflite``, ``refine.tflite``, ``metadata.json``):
 the Keras copy, which only fine-tuning needs, would double the shipped weights.
@@ -27,7 +27,8 @@ from .network import INFERENCE_ENTRIES, METADATA_FILE, MODEL_FILE, REFINE_FILE, 
 CONTEXT_DIR = "context"
 
 
-def install_context_network(net_dir, context_net_dir, modes: dict, name: str = CONTEXT_DIR) -> dict:
+def install_context_network(net_dir, context_net_dir, modes: dict, network_classes=None,
+                            name: str = CONTEXT_DIR) -> dict:
     """Install a context network in a network directory and point its context pass at it.
 
     Parameters
@@ -39,6 +40,9 @@ def install_context_network(net_dir, context_net_dir, modes: dict, name: str = C
         pass's factor.
     modes : dict
         ``{class: "mean" | "coarse"}``: the classes the context pass sets, and how.
+    network_classes : list of str, optional
+        Those of the classes whose binned logits come from the context network; the others' come
+        from the network itself, run on the same binned frame. Default: all of them.
     name : str
         Subdirectory name of the context network inside ``net_dir``.
 
@@ -64,6 +68,8 @@ def install_context_network(net_dir, context_net_dir, modes: dict, name: str = C
         raise ValueError(f"{context_net_dir}: trained on frames binned {trained_bin} x {trained_bin}, "
                          f"the context pass bins {context['factor']} x {context['factor']}")
     new_context = {"factor": context["factor"], "classes": dict(modes), "network": name}
+    if network_classes is not None and list(network_classes) != list(modes):
+        new_context["network_classes"] = list(network_classes)
     try:
         ContextPass.from_metadata(new_context, meta["classes"])  # checks the classes, modes and name
     except ValueError as exc:
@@ -97,11 +103,15 @@ def main(argv=None):
     c.add_argument("context_net_dir")
     c.add_argument("--classes", nargs="+", required=True, metavar="CLASS=MODE",
                    help=f"classes the context pass sets and their mode ({' or '.join(MODES)})")
+    c.add_argument("--network-classes", nargs="+", metavar="CLASS",
+                   help="the classes the context network gives (default: all of --classes); the others "
+                        "come from NET_DIR's own network on the binned frame")
     c.add_argument("--name", default=CONTEXT_DIR, help="subdirectory name (default %(default)s)")
     args = p.parse_args(argv)
     modes = dict(item.split("=", 1) if "=" in item else (item, "") for item in args.classes)
     try:
-        context = install_context_network(args.net_dir, args.context_net_dir, modes, args.name)
+        context = install_context_network(args.net_dir, args.context_net_dir, modes, args.network_classes,
+                                          args.name)
     except (ValueError, OSError) as exc:
         print(f"python -m maximask.assemble: error: {exc}", file=sys.stderr)
         return 2

@@ -59,12 +59,17 @@ class ContextPass:
         Subdirectory of the network directory holding the *context network*, the network run on
         the binned frame (trained on binned frames, ``maximask-train --bin``); None: the network
         itself.
+    by_context_network : tuple of bool
+        For each channel, whether the context network gives its binned logits (metadata
+        ``network_classes``, default all of them) or the network itself, run on the same binned
+        frame (a second pass over it).
     """
 
     factor: int
     channels: tuple
     modes: tuple
     network: str | None = None
+    by_context_network: tuple = ()
 
     @classmethod
     def from_metadata(cls, context: dict | None, classes) -> "ContextPass | None":
@@ -73,8 +78,9 @@ class ContextPass:
         Raises
         ------
         ValueError
-            Unknown class or mode, a factor below 2, or a context network that is not a plain
-            subdirectory name.
+            Unknown class or mode, a factor below 2, a context network that is not a plain
+            subdirectory name, or context-network classes without a context network or outside
+            the pass's classes.
         """
         if not context or not context.get("classes"):
             return None
@@ -91,7 +97,15 @@ class ContextPass:
             if mode not in MODES:
                 raise ValueError(f"context mode {mode!r} of {name} is not one of {MODES}")
             modes.append(mode)
-        return cls(factor, tuple(channels), tuple(modes), network)
+        names = list(context["classes"])
+        network_classes = context.get("network_classes", names if network else [])
+        if network_classes and network is None:
+            raise ValueError("context network_classes given without a context network")
+        unknown = [n for n in network_classes if n not in names]
+        if unknown:
+            raise ValueError(f"context network class {unknown[0]!r} is not one of the pass's classes")
+        by_context_network = tuple(n in network_classes for n in names)
+        return cls(factor, tuple(channels), tuple(modes), network, by_context_network)
 
     def applies_to(self, shape) -> bool:
         """Whether a frame of this shape gets the pass (its binned frame is large enough)."""

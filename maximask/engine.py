@@ -96,13 +96,23 @@ def _context_columns(image, network, plan_ctx: ContextPass, batch_size: int) -> 
     """The context pass's logits for a frame, interpolated along its rows (K, h / b, W); None where
     the binned frame cannot be normalised (constant) while the frame itself may be: the frame's own
     logits then stand, and a frame that cannot be normalised fails in the caller."""
-    channels = list(plan_ctx.channels)
+    frame = bin_frame(image, plan_ctx.factor)
     context_network = getattr(network, "context_network", network)
-    try:
-        binned = infer(bin_frame(image, plan_ctx.factor), context_network, batch_size,
-                       tile_transform=lambda lg: np.moveaxis(lg[..., channels], -1, 0), context=False)
-    except ValueError:
-        return None
+    by_context = np.asarray(plan_ctx.by_context_network or [True] * len(plan_ctx.channels), bool)
+    binned = np.empty((len(plan_ctx.channels),) + frame.shape, np.float32)
+    # the classes of each network, in one pass of that network over the binned frame
+    for net, rows in ((network, ~by_context), (context_network, by_context)):
+        if not rows.any():
+            continue
+        channels = [c for c, row in zip(plan_ctx.channels, rows) if row]
+        try:
+            binned[rows] = infer(frame, net, batch_size, context=False,
+                                 tile_transform=lambda lg: np.moveaxis(lg[..., channels], -1, 0))
+        except ValueError:
+            return None
+        finally:
+            if net is not network:
+                net.release()  # its working memory would otherwise add to the tile pass's
     # interpolated along rows once per frame, down columns tile by tile
     return upsample_columns(binned, plan_ctx.factor, np.shape(image)[1])
 

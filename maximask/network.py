@@ -241,6 +241,7 @@ class Network:
         self.model_id = weights_hash(*files, inference=self.metadata.to_dict())
         from ai_edge_litert.interpreter import Interpreter
 
+        self._model_path, self._num_threads = model_path, num_threads
         self._interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads)
         self._input = self._interpreter.get_input_details()[0]["index"]
         self._output = self._interpreter.get_output_details()[0]["index"]
@@ -248,12 +249,30 @@ class Network:
         self._strips = None
         #: Whether tiles smaller than ``metadata.tile_size`` may be run (see ``predict_logits``).
         self.flexible_tiles = _size_free(self._interpreter)
+        self._refine_path = refine_path
         if refine_path is not None:
             refine = Interpreter(model_path=str(refine_path), num_threads=num_threads)
             # read before the first allocation, which replaces the operators by XNNPACK's DELEGATE
             self.flexible_tiles = self.flexible_tiles and _size_free(refine)
             self._strips = _StripRefinement(refine, refinement, self.metadata.tile_size,
                                             len(self.metadata.classes))
+
+    def release(self) -> None:
+        """Free the runtime's working memory (its tensors, the refinement's logits buffer); the
+        next call allocates it again.
+
+        For a network run once per frame beside another one (a context network): its working
+        memory would otherwise stay allocated while the other runs, and add to the peak.
+        """
+        from ai_edge_litert.interpreter import Interpreter
+
+        # new runtimes allocate nothing until their first call; the old ones' memory goes with them
+        self._interpreter = Interpreter(model_path=str(self._model_path), num_threads=self._num_threads)
+        self._shape = None
+        if self._strips is not None:
+            self._strips = _StripRefinement(
+                Interpreter(model_path=str(self._refine_path), num_threads=self._num_threads),
+                self.metadata.refinement, self.metadata.tile_size, len(self.metadata.classes))
 
     @property
     def n_outputs(self) -> int:
@@ -340,24 +359,24 @@ class _StripRefinement:
         self.tile_size = tile_size
         self.n_classes = n_classes
         self._it = interpreter
-        with _stderr_silenced():
-            interpreter.allocate_tensors()
+        self._allocated = False  # at the first call: a runtime never run holds no working memory
         inputs = sorted(interpreter.get_input_details(), key=lambda d: int(d["shape"][-1]))
         self._image_in, self._head_in = inputs[0], inputs[1]
         self._output = interpreter.get_output_details()[0]["index"]
         self._logits = None
 
     def _fit_width(self, t: int) -> None:
-        """Resize the strip inputs to tiles of side ``t`` (the strips' width)."""
-        if t == self.tile_size:
-            return
-        for d in (self._image_in, self._head_in):
-            shape = list(d["shape"])
-            shape[2] = t // self.block if d is self._head_in else t
-            self._it.resize_tensor_input(d["index"], shape, strict=False)
-        with _stderr_silenced():
-            self._it.allocate_tensors()
-        self.tile_size = t
+        """Resize the strip inputs to tiles of side ``t`` (the strips' width), and allocate."""
+        if t != self.tile_size:
+            for d in (self._image_in, self._head_in):
+                shape = list(d["shape"])
+                shape[2] = t // self.block if d is self._head_in else t
+                self._it.resize_tensor_input(d["index"], shape, strict=False)
+            self.tile_size, self._allocated = t, False
+        if not self._allocated:
+            with _stderr_silenced():
+                self._it.allocate_tensors()
+            self._allocated = True
 
     def run(self, batch: np.ndarray, head: np.ndarray, margin: int = 0) -> np.ndarray:
         """Logits (B, T, T, C) of a batch of tiles (B, T, T, 1) from their coarse head outputs;

@@ -349,3 +349,47 @@ def test_context_network_must_be_a_subdirectory_name(name):
         ContextPass.from_metadata({"factor": 8, "classes": {"NEB": "mean"}, "network": name}, ABBRS)
     assert ContextPass.from_metadata({"factor": 8, "classes": {"NEB": "mean"}, "network": "ctx"},
                                      ABBRS).network == "ctx"
+
+
+def test_classes_outside_network_classes_come_from_the_network_itself(network, with_context_network):
+    """``network_classes`` names the classes the context network gives; the others' binned logits
+    come from the network itself on the same binned frame (two passes over it)."""
+    import json
+    import shutil
+
+    from maximask.network import Network
+
+    net_dir, net, context_net = with_context_network
+    mixed_dir = net_dir.parent / "mixed"
+    if not mixed_dir.exists():
+        shutil.copytree(net_dir, mixed_dir)
+        meta = json.loads((mixed_dir / "metadata.json").read_text())
+        meta["context"]["network_classes"] = ["OV"]
+        (mixed_dir / "metadata.json").write_text(json.dumps(meta))
+    mixed = Network(mixed_dir, num_threads=1)
+    assert mixed.model_id != net.model_id
+    image = sky((150, 230))
+    got = infer(image, mixed, batch_size=2, tile_transform=logit_planes)
+    binned = bin_frame(image, 2)
+    rows, cols = slice(0, 150), slice(0, 230)
+    own = upsample(infer(binned, network, tile_transform=logit_planes), 2, rows, cols)
+    ctx = upsample(infer(binned, context_net, tile_transform=logit_planes), 2, rows, cols)
+    alone = infer(image, network, tile_transform=logit_planes)
+    neb, ov = ABBRS.index("NEB"), ABBRS.index("OV")
+    np.testing.assert_allclose(got[neb], 0.5 * (alone[neb] + own[neb]), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(got[ov], ctx[ov], rtol=1e-6, atol=1e-6)
+    # the context network's working memory is freed after its pass, and it runs the same again
+    assert mixed.context_network._shape is None
+    np.testing.assert_array_equal(infer(image, mixed, batch_size=2, tile_transform=logit_planes), got)
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"network_classes": ["NEB"]}, "without a context network"),
+    ({"network": "ctx", "network_classes": ["BBG"]}, "'BBG' is not one of the pass's classes"),
+])
+def test_network_classes_must_be_classes_of_the_pass_with_a_context_network(entry, message):
+    with pytest.raises(ValueError, match=message):
+        ContextPass.from_metadata({"factor": 8, "classes": {"NEB": "mean", "OV": "coarse"}, **entry}, ABBRS)
+    plan = ContextPass.from_metadata({"factor": 8, "classes": {"NEB": "mean", "OV": "coarse"}, "network": "c",
+                                      "network_classes": ["OV"]}, ABBRS)
+    assert plan.by_context_network == (False, True)

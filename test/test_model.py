@@ -183,7 +183,14 @@ def test_shipped_network_consistent():
     meta = json.loads((SHIPPED / "metadata.json").read_text())
     assert meta["classes"] == list(ABBRS)
     assert meta["output"] == "logits"
+    net = Network(SHIPPED, num_threads=1)
     files = [SHIPPED / "model.tflite"] + ([SHIPPED / meta["refinement"]["file"]] if meta.get("refinement") else [])
+    context_dir = (meta.get("context") or {}).get("network")
+    if context_dir:  # the context network's weights count too
+        inner = json.loads((SHIPPED / context_dir / "metadata.json").read_text())
+        files += [SHIPPED / context_dir / "model.tflite"] + (
+            [SHIPPED / context_dir / inner["refinement"]["file"]] if inner.get("refinement") else [])
+    assert net.files == files
     assert meta["extra"]["model_id"] == weights_hash(*files, inference=meta)
     arch = Architecture.from_dict(meta["extra"]["architecture"])
     assert meta["margin"] == required_margin(arch)
@@ -192,7 +199,6 @@ def test_shipped_network_consistent():
     assert len(meta["training_priors"]) == len(ABBRS)
     assert all(0 < p < 1 for p in meta["training_priors"])
     assert sum(f.stat().st_size for f in files) <= 15e6
-    net = Network(SHIPPED, num_threads=1)
     t = meta["tile_size"]
     out = net.predict_logits(np.zeros((1, t, t, 1), np.float32))
     assert out.shape == (1, t, t, len(ABBRS))
