@@ -6,8 +6,8 @@ script scores, on validation batches that no training stream and no benchmark us
 AUC of each context class at full resolution for:
 
 * ``full``: the full-resolution logits alone (no context pass);
-* ``shipped``: the context pass as the shipped network's metadata describes it (its own network on
-  the binned frame, its modes);
+* ``shipped``: the context pass as the engine runs it from the shipped network's metadata (the
+  network, or its context network, on the binned frame, in its modes);
 * ``cand-mean`` and ``cand-coarse``: the candidate network on the binned frame, in either mode.
 
 The full-resolution logits always come from the shipped network (``--net-dir``); only the binned
@@ -58,21 +58,15 @@ def score_batch(shipped, candidate, seeds, side, names=CLASSES):
     classes = list(shipped.metadata.classes)
     channels = [classes.index(n) for n in names]
     plan = ContextPass.from_metadata(shipped.metadata.context, classes)
-    modes = dict(zip(plan.channels, plan.modes))
     hists = {v: ScoreHistogram(len(names)) for v in VARIANTS}
     for seq in seeds:
         image, truth, _ = simulate_frame((side, side), np.random.default_rng(seq))
         full = infer(image, shipped, batch_size=1, context=False,
                      tile_transform=lambda lg: np.moveaxis(lg[..., channels], -1, 0))
-        ship_ctx = binned_logits(image, shipped, plan.factor, channels)
+        # the shipped treatment is whatever the engine does with the shipped metadata
+        shipped_logits = infer(image, shipped, batch_size=1,
+                               tile_transform=lambda lg: np.moveaxis(lg[..., channels], -1, 0))
         cand_ctx = binned_logits(image, candidate, plan.factor, channels)
-        shipped_logits = full.copy()
-        for k, c in enumerate(channels):
-            mode = modes.get(c)
-            if mode == "mean":
-                shipped_logits[k] = 0.5 * (full[k] + ship_ctx[k])
-            elif mode == "coarse":
-                shipped_logits[k] = ship_ctx[k]
         t = truth[channels]
         hists["full"].add(full, t)
         hists["shipped"].add(shipped_logits, t)
