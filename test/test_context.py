@@ -351,7 +351,8 @@ def test_context_network_must_be_a_subdirectory_name(name):
                                      ABBRS).network == "ctx"
 
 
-def test_classes_outside_network_classes_come_from_the_network_itself(network, with_context_network):
+def test_classes_outside_network_classes_come_from_the_network_itself(network, with_context_network,
+                                                                       monkeypatch):
     """``network_classes`` names the classes the context network gives; the others' binned logits
     come from the network itself on the same binned frame (two passes over it)."""
     import json
@@ -378,8 +379,15 @@ def test_classes_outside_network_classes_come_from_the_network_itself(network, w
     neb, ov = ABBRS.index("NEB"), ABBRS.index("OV")
     np.testing.assert_allclose(got[neb], 0.5 * (alone[neb] + own[neb]), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(got[ov], ctx[ov], rtol=1e-6, atol=1e-6)
-    # the context network's working memory is freed after its pass, and it runs the same again
+    # the context network's working memory is freed after its pass on large binned frames only,
+    # and it runs the same again
+    import maximask.engine
+
+    assert mixed.context_network._shape is not None
+    monkeypatch.setattr(maximask.engine, "RELEASE_MIN_BINNED_PIXELS", 75 * 115)
+    again = infer(image, mixed, batch_size=2, tile_transform=logit_planes)
     assert mixed.context_network._shape is None
+    np.testing.assert_array_equal(again, got)
     np.testing.assert_array_equal(infer(image, mixed, batch_size=2, tile_transform=logit_planes), got)
 
 
