@@ -36,8 +36,10 @@ from maximask.network import Network
 from maximask.resources import default_net_dir
 from results_io import write_json
 
-#: (name, root seed, frames, side): the validation batches of the context-pass rule.
-BATCHES = (("V1", 20261125, 30, 2048), ("V2", 20261126, 30, 2048), ("V3", 20261127, 40, 1024))
+#: (name, root seed, frames, side): the validation batches of the context-pass rule (V1-V3, the
+#: default), and V4, first used for the context network's continuation (docs/MODEL.md).
+BATCHES = (("V1", 20261125, 30, 2048), ("V2", 20261126, 30, 2048), ("V3", 20261127, 40, 1024),
+           ("V4", 20261142, 30, 2048))
 CLASSES = ("NEB", "BBG", "OV")
 VARIANTS = ("full", "shipped", "cand-mean", "cand-coarse")
 
@@ -82,6 +84,8 @@ def main(argv=None):
     p.add_argument("--out", required=True, help="JSON results")
     p.add_argument("--frames", type=int, default=None, help="frames per batch (default: each batch's own)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--batches", nargs="+", default=["V1", "V2", "V3"], choices=[b[0] for b in BATCHES],
+                   help="validation batches (default %(default)s)")
     args = p.parse_args(argv)
 
     shipped = Network(args.net_dir, num_threads=args.threads)
@@ -91,7 +95,7 @@ def main(argv=None):
               "candidate_id": candidate.model_id, "batches": {},
               "command": "python benchmarks/context_network.py "
                          + " ".join(sys.argv[1:] if argv is None else argv)}
-    for name, root, n, side in BATCHES:
+    for name, root, n, side in (b for b in BATCHES if b[0] in args.batches):
         n = args.frames or n
         seeds = [np.random.SeedSequence(root, spawn_key=(i,)) for i in range(n)]
         hists = score_batch(shipped, candidate, seeds, side)
