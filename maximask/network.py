@@ -255,8 +255,7 @@ class Network:
             refine = Interpreter(model_path=str(refine_path), num_threads=num_threads)
             # read before the first allocation, which replaces the operators by XNNPACK's DELEGATE
             self.flexible_tiles = self.flexible_tiles and _size_free(refine)
-            self._strips = _StripRefinement(refine, refinement, self.metadata.tile_size,
-                                            len(self.metadata.classes))
+            self._strips = self._strip_refinement(refine)
 
     def release(self) -> None:
         """Free the runtime's working memory (its tensors, the refinement's logits buffer); the
@@ -271,9 +270,12 @@ class Network:
         self._interpreter = Interpreter(model_path=str(self._model_path), num_threads=self._num_threads)
         self._shape = None
         if self._strips is not None:
-            self._strips = _StripRefinement(
-                Interpreter(model_path=str(self._refine_path), num_threads=self._num_threads),
-                self.metadata.refinement, self.metadata.tile_size, len(self.metadata.classes))
+            self._strips = self._strip_refinement(
+                Interpreter(model_path=str(self._refine_path), num_threads=self._num_threads))
+
+    def _strip_refinement(self, interpreter) -> "_StripRefinement":
+        return _StripRefinement(interpreter, self.metadata.refinement, self.metadata.tile_size,
+                                len(self.metadata.classes))
 
     @property
     def n_outputs(self) -> int:
