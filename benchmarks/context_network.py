@@ -11,9 +11,12 @@ AUC of each context class at full resolution for:
 * ``cand-mean`` and ``cand-coarse``: the candidate network on the binned frame, in either mode.
 
 The full-resolution logits always come from the shipped network (``--net-dir``); only the binned
-pass changes. The batches are those the context pass was chosen on (docs/MODEL.md, "Context pass"):
-root seeds 20261125 and 20261126 (2048^2) and 20261127 (1024^2), spawn keys ``(i,)``, the
-simulator's default class mix.
+pass changes. The default batches are those the context pass was chosen on (docs/MODEL.md,
+"Context pass"): root seeds 20261125 and 20261126 (2048^2) and 20261127 (1024^2); ``--batches``
+adds V4 (20261142, 2048^2), first used for the context network's continuation. Spawn keys ``(i,)``,
+the simulator's default class mix. The shipped treatment runs the full-resolution pass a second
+time (the engine's own context pass, not a copy of its combination), which costs ~1.4 s per 2048^2
+frame.
 
 Usage::
 

@@ -61,8 +61,9 @@ class ContextPass:
         itself.
     by_context_network : tuple of bool
         For each channel, whether the context network gives its binned logits (metadata
-        ``network_classes``, default all of them) or the network itself, run on the same binned
-        frame (a second pass over it).
+        ``network_classes``; default, and empty here, all of them) or the network itself, run on
+        the same binned frame (a second pass over it). Without a context network, the network
+        itself is the context network.
     """
 
     factor: int
@@ -70,6 +71,10 @@ class ContextPass:
     modes: tuple
     network: str | None = None
     by_context_network: tuple = ()
+
+    def __post_init__(self):
+        if not self.by_context_network:
+            object.__setattr__(self, "by_context_network", (True,) * len(self.channels))
 
     @classmethod
     def from_metadata(cls, context: dict | None, classes) -> "ContextPass | None":
@@ -98,9 +103,11 @@ class ContextPass:
                 raise ValueError(f"context mode {mode!r} of {name} is not one of {MODES}")
             modes.append(mode)
         names = list(context["classes"])
-        network_classes = context.get("network_classes", names if network else [])
+        network_classes = context.get("network_classes")
         if network_classes and network is None:
             raise ValueError("context network_classes given without a context network")
+        if network_classes is None:
+            network_classes = names
         unknown = [n for n in network_classes if n not in names]
         if unknown:
             raise ValueError(f"context network class {unknown[0]!r} is not one of the pass's classes")

@@ -106,7 +106,7 @@ def _context_columns(image, network, plan_ctx: ContextPass, batch_size: int) -> 
     logits then stand, and a frame that cannot be normalised fails in the caller."""
     frame = bin_frame(image, plan_ctx.factor)
     context_network = getattr(network, "context_network", network)
-    by_context = np.asarray(plan_ctx.by_context_network or [True] * len(plan_ctx.channels), bool)
+    by_context = np.asarray(plan_ctx.by_context_network, bool)
     binned = np.empty((len(plan_ctx.channels),) + frame.shape, np.float32)
     # the classes of each network, in one pass of that network over the binned frame
     for net, rows in ((network, ~by_context), (context_network, by_context)):
