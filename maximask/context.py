@@ -9,6 +9,12 @@ frame; its logits, interpolated back to full resolution, replace (``"coarse"``) 
 (``context = {"factor": b, "classes": {"NEB": "mean", ...}}``); every other class is untouched.
 docs/MODEL.md ("Context pass") gives the measurements behind the factor and the modes.
 
+A frame too small for the pass (binned, under :data:`MIN_BINNED_SIDE` a side) keeps its
+full-resolution logits, which are calibrated differently from the combined ones that the thresholds
+were chosen on. The metadata's ``"without_pass": {"NEB": d, ...}`` adds a logit offset to those
+classes on such frames, so that the same thresholds give the same rule's masks there
+(docs/MODEL.md, "Frames too small for the context pass").
+
 **Block smoothing** (metadata ``smoothing = {"block": B, "classes": ["FR", ...]}``) goes further
 for classes that are coherent over large areas: their logits (after the context pass) are replaced
 by the bilinear interpolation of their means over B x B blocks of the whole frame. It needs every
@@ -64,6 +70,9 @@ class ContextPass:
         ``network_classes``; default, and empty here, all of them) or the network itself, run on
         the same binned frame (a second pass over it). Without a context network, the network
         itself is the context network.
+    offsets_without_pass : tuple of float
+        For each channel, the logit offset added on frames too small for the pass (metadata
+        ``without_pass``; default, and empty here, 0 for every channel).
     """
 
     factor: int
@@ -71,10 +80,13 @@ class ContextPass:
     modes: tuple
     network: str | None = None
     by_context_network: tuple = ()
+    offsets_without_pass: tuple = ()
 
     def __post_init__(self):
         if not self.by_context_network:
             object.__setattr__(self, "by_context_network", (True,) * len(self.channels))
+        if not self.offsets_without_pass:
+            object.__setattr__(self, "offsets_without_pass", (0.0,) * len(self.channels))
 
     @classmethod
     def from_metadata(cls, context: dict | None, classes) -> "ContextPass | None":
@@ -84,8 +96,9 @@ class ContextPass:
         ------
         ValueError
             Unknown class or mode, a factor below 2, a context network that is not a plain
-            subdirectory name, or context-network classes without a context network or outside
-            the pass's classes.
+            subdirectory name, context-network classes without a context network or outside
+            the pass's classes, or an offset without the pass that is not a finite number or is
+            for a class outside the pass.
         """
         if not context or not context.get("classes"):
             return None
@@ -112,7 +125,14 @@ class ContextPass:
         if unknown:
             raise ValueError(f"context network class {unknown[0]!r} is not one of the pass's classes")
         by_context_network = tuple(n in network_classes for n in names)
-        return cls(factor, tuple(channels), tuple(modes), network, by_context_network)
+        without = context.get("without_pass") or {}
+        for name, offset in without.items():
+            if name not in names:
+                raise ValueError(f"context without_pass class {name!r} is not one of the pass's classes")
+            if isinstance(offset, bool) or not isinstance(offset, (int, float)) or not np.isfinite(offset):
+                raise ValueError(f"context without_pass offset of {name} is not a finite number: {offset!r}")
+        offsets = tuple(float(without.get(n, 0.0)) for n in names)
+        return cls(factor, tuple(channels), tuple(modes), network, by_context_network, offsets)
 
     def applies_to(self, shape) -> bool:
         """Whether a frame of this shape gets the pass (its binned frame is large enough)."""
@@ -310,6 +330,26 @@ def upsample(coarse: np.ndarray, factor: int, rows: slice, cols: slice) -> np.nd
     """
     columns = upsample_columns(coarse, factor, cols.stop)
     return upsample_rows(columns, factor, rows, cols)
+
+
+def offset_without_pass(logits: np.ndarray, plan: ContextPass) -> np.ndarray:
+    """Add the pass's offsets for frames too small for it to a tile's logits, in place.
+
+    Parameters
+    ----------
+    logits : ndarray, float32, shape (h, w, C), writable
+        Full-resolution logits of a tile core of a frame that skips the pass.
+    plan : ContextPass
+
+    Returns
+    -------
+    ndarray
+        ``logits``.
+    """
+    for c, offset in zip(plan.channels, plan.offsets_without_pass):
+        if offset:
+            logits[..., c] += np.float32(offset)
+    return logits
 
 
 def combine(logits: np.ndarray, context: np.ndarray, plan: ContextPass) -> np.ndarray:

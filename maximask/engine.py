@@ -14,8 +14,8 @@ from typing import Callable
 
 import numpy as np
 
-from .context import (BlockSmoothing, ContextPass, add_block_sums, bin_frame, combine, upsample_columns,
-                      upsample_rows)
+from .context import (BlockSmoothing, ContextPass, add_block_sums, bin_frame, combine, offset_without_pass,
+                      upsample_columns, upsample_rows)
 from .dips import DipScore, neighbour_dips
 from .normalize import normalize_image
 from .postprocess import write_probabilities
@@ -230,9 +230,12 @@ def infer(
     smooth = BlockSmoothing.from_metadata(getattr(meta, "smoothing", None), meta.classes) if context else None
     dips = DipScore.from_metadata(getattr(meta, "dips", None), meta.classes) if context else None
     columns = None
+    offset = False  # whether the frame skips the pass and its classes take the offsets instead
     if plan_ctx is not None and plan_ctx.applies_to(np.shape(image)):
         # first: the context pass needs the raw pixels, which normalisation may overwrite
         columns = _context_columns(image, network, plan_ctx, batch_size)
+    elif plan_ctx is not None:
+        offset = any(plan_ctx.offsets_without_pass)
     norm = normalize_image(image, meta.normalisation, overwrite_input=overwrite_input)
     frame = norm.data
     tile_size = meta.tile_size
@@ -254,7 +257,7 @@ def infer(
         # transforms that cannot rewrite some channels get -inf there in the tile pass (see
         # _planes_writer)
         placeholder = tile_transform is not None and not hasattr(tile_transform, "write_planes")
-    by_rows = columns is not None or smooth is not None or dips is not None
+    by_rows = columns is not None or offset or smooth is not None or dips is not None
     buf = None
     # Tiles per network call: at most batch_size, and few enough that the network's logits, its
     # largest intermediate (the head before depth-to-space, as large) and the returned copy, about
@@ -279,6 +282,8 @@ def infer(
                 block = core[r : r + _CONTEXT_ROWS]
                 if columns is not None:
                     combine(block, upsample_rows(columns, plan_ctx.factor, rows, xs), plan_ctx)
+                elif offset:
+                    offset_without_pass(block, plan_ctx)
                 if dips is not None:
                     dips.add_to(block, neighbour_dips(frame, rows, xs, dips.min_dip))
                 if smooth is not None:

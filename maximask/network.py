@@ -79,7 +79,9 @@ class NetworkMetadata:
         binned b x b and those classes take (``"coarse"``) or average in (``"mean"``) its logits
         (see :mod:`maximask.context`); with ``"network": "NAME"``, the binned frame is run by the
         context network of the subdirectory NAME instead, for the classes listed in
-        ``"network_classes"`` (default: all of them; the others keep this network); None otherwise.
+        ``"network_classes"`` (default: all of them; the others keep this network); with
+        ``"without_pass": {"NEB": d, ...}``, frames too small for the pass add d to those classes'
+        logits; None otherwise.
     smoothing : dict or None
         ``{"block": B, "classes": ["FR", ...]}`` when those classes' logits are replaced by their
         interpolated means over B x B blocks of the frame (see :mod:`maximask.context`); None

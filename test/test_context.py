@@ -146,6 +146,43 @@ def test_engine_skips_the_pass_on_small_frames(network, with_metadata):
                                   infer(image, network, tile_transform=logit_planes))
 
 
+def test_offsets_without_pass_metadata_is_checked():
+    plan = ContextPass.from_metadata({"factor": 8, "classes": {"NEB": "mean", "OV": "mean"}}, ABBRS)
+    assert plan.offsets_without_pass == (0.0, 0.0)
+    plan = ContextPass.from_metadata({"factor": 8, "classes": {"NEB": "mean", "OV": "mean"},
+                                      "without_pass": {"OV": -1.5}}, ABBRS)
+    assert plan.offsets_without_pass == (0.0, -1.5)
+    with pytest.raises(ValueError, match="'FR' is not one of the pass's classes"):
+        ContextPass.from_metadata({"factor": 8, "classes": {"NEB": "mean"}, "without_pass": {"FR": 1.0}}, ABBRS)
+    for bad in (float("nan"), float("inf"), "1.0", True, None):
+        with pytest.raises(ValueError, match="offset of NEB is not a finite number"):
+            ContextPass.from_metadata({"factor": 8, "classes": {"NEB": "mean"}, "without_pass": {"NEB": bad}},
+                                      ABBRS)
+
+
+def test_frames_that_skip_the_pass_take_its_offsets(network, with_metadata):
+    """A frame too small for the pass gets the metadata's offsets added to the named classes' logits
+    (in every output); a frame large enough for the pass does not."""
+    context = {"factor": 4, "classes": {"NEB": "coarse", "OV": "mean", "BBG": "mean"},
+               "without_pass": {"NEB": -2.25, "OV": 0.5}}
+    net = with_metadata(context=context)
+    neb, ov = ABBRS.index("NEB"), ABBRS.index("OV")
+    small = sky((4 * MIN_BINNED_SIDE - 4, 300))
+    plain = infer(small, network, tile_transform=logit_planes)
+    got = infer(small, net, tile_transform=logit_planes)
+    np.testing.assert_array_equal(got[neb], plain[neb] + np.float32(-2.25))
+    np.testing.assert_array_equal(got[ov], plain[ov] + np.float32(0.5))
+    others = [c for c in range(len(ABBRS)) if c not in (neb, ov)]
+    np.testing.assert_array_equal(got[others], plain[others])
+    probs = infer(small, net, batch_size=1)
+    np.testing.assert_allclose(probs[neb], 1 / (1 + np.exp(-(plain[neb] - 2.25))), rtol=1e-5, atol=1e-6)
+    large = sky((4 * MIN_BINNED_SIDE, 300))
+    without = dict(context)
+    del without["without_pass"]
+    np.testing.assert_array_equal(infer(large, net, tile_transform=logit_planes),
+                                  infer(large, with_metadata(context=without), tile_transform=logit_planes))
+
+
 def test_model_id_names_the_context_pass(test_net_dir):
     from maximask.network import weights_hash
 
