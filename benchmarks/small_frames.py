@@ -150,7 +150,14 @@ def main(argv=None):
             path = network.net_dir / "metadata.json"
             doc = json.loads(path.read_text())
             doc["context"]["without_pass"] = offsets
-            path.write_text(json.dumps(doc, indent=1) + "\n")
+            doc.setdefault("extra", {})["without_pass_fit"] = (
+                f"F1 rule of the thresholds on validation batch {name} (seed {seed}, {n} frames under the "
+                "pass's limit), benchmarks/small_frames.py --fit; docs/MODEL.md 'Frames too small for the "
+                "context pass'")
+            path.write_text(json.dumps(doc, indent=2) + "\n")
+            # the offsets are part of the model id (they change the outputs): record the new one
+            doc["extra"]["model_id"] = result["new_model_id"] = Network(net_dir).model_id
+            path.write_text(json.dumps(doc, indent=2) + "\n")
     else:
         variants = {"offsets": network, "none": plain}
         pooled = {v: ScoreHistogram(len(names)) for v in variants}
