@@ -10,6 +10,9 @@ This module installs it, so that the shipped directory is rebuilt by a command, 
 
 Only what inference reads is installed (``model.tflite``, ``refine.tflite``, ``metadata.json``):
 the Keras copy, which only fine-tuning needs, would double the shipped weights.
+
+:func:`carry_inference` gives a fine-tuned network (``maximask-train --init-from``) the inference
+entries of the network it started from, context network included.
 """
 
 from __future__ import annotations
@@ -77,21 +80,79 @@ def install_context_network(net_dir, context_net_dir, modes: dict, network_class
     for entry in INFERENCE_ENTRIES:  # the context network runs plain, whatever it was trained from
         inner.pop(entry, None)
 
-    staging = net_dir / f".{name}.new"
+    _install_inference_files(context_net_dir, inner, net_dir / name)
+    meta["context"] = new_context
+    _write_metadata(net_dir, meta)
+    return new_context
+
+
+def carry_inference(source_dir, net_dir) -> list:
+    """Give a fine-tuned network the inference entries of the network it was fine-tuned from.
+
+    The context pass (with its context network, copied), the block smoothing and the dip score
+    are set on validation frames for the shipped network, and its thresholds were chosen with
+    them; a network fine-tuned from it keeps them unless told otherwise (``maximask-train
+    --no-carry``).
+
+    Parameters
+    ----------
+    source_dir : path
+        The network fine-tuned from (``--init-from``).
+    net_dir : path
+        The fine-tuned network's directory (``--out``).
+
+    Returns
+    -------
+    list of str
+        The entries carried over (empty: the source has none, and nothing is written).
+
+    Raises
+    ------
+    ValueError
+        The two networks have different classes.
+    """
+    source_dir, net_dir = Path(source_dir), Path(net_dir)
+    source = json.loads((source_dir / METADATA_FILE).read_text())
+    meta = json.loads((net_dir / METADATA_FILE).read_text())
+    if source["classes"] != meta["classes"]:
+        raise ValueError(f"{net_dir}: its classes differ from those of {source_dir}")
+    carried = [entry for entry in INFERENCE_ENTRIES if source.get(entry)]
+    if not carried:
+        return []
+    name = (source.get("context") or {}).get("network")
+    if name:
+        inner = json.loads((source_dir / name / METADATA_FILE).read_text())
+        _install_inference_files(source_dir / name, inner, net_dir / name)
+    for entry in carried:
+        meta[entry] = source[entry]
+    meta["extra"] = dict(meta.get("extra") or {}, inference_carried_from=str(source_dir))
+    _write_metadata(net_dir, meta)
+    # the entries change the outputs, so the model id: loading also checks the whole directory
+    meta["extra"]["model_id"] = Network(net_dir, num_threads=1).model_id
+    _write_metadata(net_dir, meta)
+    return carried
+
+
+def _install_inference_files(src_dir: Path, meta: dict, dest: Path) -> None:
+    """Install a network's inference files, with metadata ``meta``, as directory ``dest``: staged
+    and loaded first, so that a directory the engine cannot run is never installed."""
+    staging = dest.with_name(f".{dest.name}.new")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    files = [MODEL_FILE] + ([inner["refinement"].get("file", REFINE_FILE)] if inner.get("refinement") else [])
+    files = [MODEL_FILE] + ([meta["refinement"].get("file", REFINE_FILE)] if meta.get("refinement") else [])
     for file in files:
-        shutil.copy2(context_net_dir / file, staging / file)
-    (staging / METADATA_FILE).write_text(json.dumps(inner, indent=2) + "\n")
-    Network(staging, num_threads=1)  # loads: a directory the engine cannot run is never installed
-    shutil.rmtree(net_dir / name, ignore_errors=True)
-    staging.rename(net_dir / name)
-    meta["context"] = new_context
+        shutil.copy2(src_dir / file, staging / file)
+    (staging / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    Network(staging, num_threads=1)
+    shutil.rmtree(dest, ignore_errors=True)
+    staging.rename(dest)
+
+
+def _write_metadata(net_dir: Path, meta: dict) -> None:
+    """Replace a network directory's metadata in one step."""
     tmp = net_dir / f".{METADATA_FILE}.new"
     tmp.write_text(json.dumps(meta, indent=2) + "\n")
     tmp.replace(net_dir / METADATA_FILE)
-    return new_context
 
 
 def main(argv=None):

@@ -462,6 +462,10 @@ def _parser():
     p.add_argument("--arch", default=None, help="architecture as JSON (maximask.model.Architecture)")
     p.add_argument("--init-from", default=None, help="network directory to start from (fine-tuning)")
     p.add_argument("--data", default=None, help="fine-tuning frames: NAME.fits + NAME.truth.fits pairs")
+    p.add_argument("--no-carry", action="store_true",
+                   help="with --init-from: export without the initial network's context pass (and its context "
+                        "network), block smoothing and dip score, which are otherwise carried over "
+                        "(never with --bin)")
     return p
 
 
@@ -697,7 +701,14 @@ def main(argv=None):
             "fine_tuned_from": args.init_from,
         }
         model_id = export(model, args.out, arch, state["pos_weight"], priors, tile_size, extra)
-        _log(run_dir, {"event": "export", "out": str(args.out), "model_id": model_id, "step": step})
+        carried = []
+        if args.init_from and bin_factor == 1 and not args.no_carry:
+            from .assemble import carry_inference
+
+            carried = carry_inference(args.init_from, args.out)
+            model_id = json.loads((Path(args.out) / METADATA_FILE).read_text())["extra"]["model_id"]
+        _log(run_dir, {"event": "export", "out": str(args.out), "model_id": model_id, "step": step,
+                       "carried": carried})
     return 0
 
 

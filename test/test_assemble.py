@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from maximask.assemble import install_context_network, main
+from maximask.assemble import carry_inference, install_context_network, main
 from maximask.network import Network, NetworkMetadata, save_network
 
 
@@ -67,3 +67,36 @@ def test_command_line_rejects_an_unknown_mode_with_one_line(parts, capsys):
     assert (net_dir / "metadata.json").read_text() == original and not (net_dir / "context").exists()
     assert main(["context", str(net_dir), str(trained), "--classes", "NEB=mean", "BBG=coarse"]) == 0
     assert Network(net_dir).context_network.net_dir == net_dir / "context"
+
+
+def test_carried_entries_bring_the_context_network_along(parts, tmp_path, test_net_dir):
+    net_dir, trained = parts
+    install_context_network(net_dir, trained, {"NEB": "mean", "OV": "coarse"}, ["OV"])
+    meta = json.loads((net_dir / "metadata.json").read_text())
+    meta["smoothing"] = {"block": 16, "classes": ["FR"]}
+    (net_dir / "metadata.json").write_text(json.dumps(meta))
+    tuned = tmp_path / "tuned"
+    shutil.copytree(test_net_dir, tuned)
+    plain_id = Network(tuned).model_id
+    assert carry_inference(net_dir, tuned) == ["context", "smoothing"]
+    got = json.loads((tuned / "metadata.json").read_text())
+    assert got["context"] == meta["context"] and got["smoothing"] == meta["smoothing"]
+    assert got["extra"]["inference_carried_from"] == str(net_dir)
+    net = Network(tuned)
+    assert net.context_network is not net
+    assert got["extra"]["model_id"] == net.model_id == Network(net_dir).model_id != plain_id  # same files
+    assert not [p for p in tuned.iterdir() if p.name.startswith(".")]
+
+
+def test_nothing_to_carry_writes_nothing_and_other_classes_are_refused(parts, tmp_path, test_net_dir):
+    net_dir, _ = parts
+    tuned = tmp_path / "tuned"
+    shutil.copytree(test_net_dir, tuned)
+    before = (tuned / "metadata.json").read_text()
+    assert carry_inference(test_net_dir, tuned) == []
+    assert (tuned / "metadata.json").read_text() == before
+    meta = json.loads(before)
+    meta["classes"] = meta["classes"][::-1]
+    (tuned / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="classes differ"):
+        carry_inference(net_dir, tuned)

@@ -81,3 +81,28 @@ def test_a_context_network_trains_every_layer_on_binned_frames(tmp_path):
     assert starts["r2"]["trainable_params"] == starts["r0"]["trainable_params"]
     meta = json.loads((tmp_path / "n2" / "metadata.json").read_text())
     assert meta["extra"]["bin"] == 2 and meta["extra"]["frame_size"] == 128
+
+
+def test_a_fine_tuned_network_keeps_its_initial_networks_inference_entries(tmp_path):
+    """``--init-from`` carries the initial network's context pass, block smoothing and dip score
+    into the export (its thresholds were chosen with them), except with ``--no-carry`` or ``--bin``
+    (a context network runs plain)."""
+    _train(tmp_path / "r0", "--steps", "2", "--arch", json.dumps(ARCH), "--out", str(tmp_path / "n0"))
+    path = tmp_path / "n0" / "metadata.json"
+    meta = json.loads(path.read_text())
+    entries = {"context": {"factor": 2, "classes": {"NEB": "mean"}, "without_pass": {"NEB": -0.5}},
+               "smoothing": {"block": 16, "classes": ["FR"]},
+               "dips": {"class": "DP", "slope": 1.5, "offset": -7.0, "min_dip": 1.0}}
+    path.write_text(json.dumps(dict(meta, **entries)))
+    for run, extra in (("carried", []), ("plain", ["--no-carry"]), ("binned", ["--bin", "2"])):
+        _train(tmp_path / run, "--steps", "2", "--init-from", str(tmp_path / "n0"), *extra,
+               "--out", str(tmp_path / f"n_{run}"))
+    from maximask.network import Network
+
+    carried = json.loads((tmp_path / "n_carried" / "metadata.json").read_text())
+    assert {k: carried[k] for k in entries} == entries
+    assert carried["extra"]["model_id"] == Network(tmp_path / "n_carried").model_id
+    for run in ("plain", "binned"):
+        meta = json.loads((tmp_path / f"n_{run}" / "metadata.json").read_text())
+        assert not any(meta.get(k) for k in entries), run
+        assert meta["extra"]["model_id"] == Network(tmp_path / f"n_{run}").model_id
