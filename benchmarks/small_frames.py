@@ -44,7 +44,7 @@ from maximask.network import Network
 from maximask.postprocess import logit_thresholds, prior_shift
 from maximask.resources import default_config_dir, default_net_dir
 from quality import mask_scores
-from results_io import write_json
+from results_io import update_network_metadata, write_json
 
 #: Frame shapes (rows, columns) of both batches, cycled: every one skips the pass (b = 8).
 SHAPES = ((128, 128), (150, 200), (256, 256), (320, 320), (384, 384), (448, 448), (500, 500),
@@ -147,17 +147,15 @@ def main(argv=None):
         offsets = {k: v["offset"] for k, v in result["classes"].items() if v["offset"] is not None}
         result["without_pass"] = offsets
         if args.write_metadata:
-            path = network.net_dir / "metadata.json"
-            doc = json.loads(path.read_text())
-            doc["context"]["without_pass"] = offsets
-            doc.setdefault("extra", {})["without_pass_fit"] = (
-                f"F1 rule of the thresholds on validation batch {name} (seed {seed}, {n} frames under the "
-                "pass's limit), benchmarks/small_frames.py --fit; docs/MODEL.md 'Frames too small for the "
-                "context pass'")
-            path.write_text(json.dumps(doc, indent=2) + "\n")
-            # the offsets are part of the model id (they change the outputs): record the new one
-            doc["extra"]["model_id"] = result["new_model_id"] = Network(net_dir).model_id
-            path.write_text(json.dumps(doc, indent=2) + "\n")
+
+            def update(doc):
+                doc["context"]["without_pass"] = offsets
+                doc.setdefault("extra", {})["without_pass_fit"] = (
+                    f"F1 rule of the thresholds on validation batch {name} (seed {seed}, {n} frames under the "
+                    "pass's limit), benchmarks/small_frames.py --fit; docs/MODEL.md 'Frames too small for the "
+                    "context pass'")
+
+            result["new_model_id"] = update_network_metadata(net_dir, update)
     else:
         variants = {"offsets": network, "none": plain}
         pooled = {v: ScoreHistogram(len(names)) for v in variants}

@@ -16,6 +16,7 @@ import numpy as np
 
 from .context import (BlockSmoothing, ContextPass, add_block_sums, bin_frame, combine, offset_without_pass,
                       upsample_columns, upsample_rows)
+from .columns import ColumnScore, HotLines
 from .dips import DipScore, neighbour_dips
 from .normalize import normalize_image
 from .postprocess import write_probabilities
@@ -212,7 +213,8 @@ def infer(
     context : bool
         Run the network's context pass (``metadata.context``, see :mod:`maximask.context`) where
         it has one and the frame is large enough, its dead-pixel dip score (``metadata.dips``, see
-        :mod:`maximask.dips`) and its block smoothing (``metadata.smoothing``) where it has them;
+        :mod:`maximask.dips`), its hot-column score (``metadata.columns``, see
+        :mod:`maximask.columns`) and its block smoothing (``metadata.smoothing``) where it has them;
         False gives the network's full-resolution logits alone.
 
     Returns
@@ -229,6 +231,7 @@ def infer(
     plan_ctx = ContextPass.from_metadata(getattr(meta, "context", None), meta.classes) if context else None
     smooth = BlockSmoothing.from_metadata(getattr(meta, "smoothing", None), meta.classes) if context else None
     dips = DipScore.from_metadata(getattr(meta, "dips", None), meta.classes) if context else None
+    hot = ColumnScore.from_metadata(getattr(meta, "columns", None), meta.classes) if context else None
     columns = None
     offset = False  # whether the frame skips the pass and its classes take the offsets instead
     if plan_ctx is not None and plan_ctx.applies_to(np.shape(image)):
@@ -251,13 +254,15 @@ def infer(
             sigma=norm.sigma,
         )
     write = _tile_writer(tile_transform, frame.shape)
+    # the hot-line scores pool whole columns and rows, so they are taken from the whole frame
+    lines = HotLines.of_frame(frame, hot.block) if hot is not None else None
     if smooth is not None:
         counts = smooth.block_counts(frame.shape)
         sums = np.zeros((len(smooth.channels),) + counts.shape)
         # transforms that cannot rewrite some channels get -inf there in the tile pass (see
         # _planes_writer)
         placeholder = tile_transform is not None and not hasattr(tile_transform, "write_planes")
-    by_rows = columns is not None or offset or smooth is not None or dips is not None
+    by_rows = columns is not None or offset or smooth is not None or dips is not None or hot is not None
     buf = None
     # Tiles per network call: at most batch_size, and few enough that the network's logits, its
     # largest intermediate (the head before depth-to-space, as large) and the returned copy, about
@@ -286,6 +291,8 @@ def infer(
                     offset_without_pass(block, plan_ctx)
                 if dips is not None:
                     dips.add_to(block, neighbour_dips(frame, rows, xs, dips.min_dip))
+                if hot is not None:
+                    hot.add_to(block, lines.window_hits(rows, xs, hot.min_score))
                 if smooth is not None:
                     for k, c in enumerate(smooth.channels):
                         add_block_sums(sums[k], block[:, :, c], rows.start, xs.start, smooth.block)
