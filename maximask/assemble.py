@@ -89,8 +89,8 @@ def install_context_network(net_dir, context_net_dir, modes: dict, network_class
 def carry_inference(source_dir, net_dir) -> list:
     """Give a fine-tuned network the inference entries of the network it was fine-tuned from.
 
-    The context pass (with its context network, copied), the block smoothing, the dip score and
-    the hot-column score are set on validation frames for the shipped network, and its thresholds were chosen with
+    The context pass (with its context network, copied), the block smoothing, the dip score, the
+    hot-column score and the peak score are set on validation frames for the shipped network, and its thresholds were chosen with
     them; a network fine-tuned from it keeps them unless told otherwise (``maximask-train
     --no-carry``).
 

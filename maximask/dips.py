@@ -1,4 +1,4 @@
-"""Dead pixels from their neighbours: a pixel far below all eight of its neighbours.
+"""Dead and hot pixels from their neighbours: a pixel far below (above) all eight of its neighbours.
 
 No source on the sky makes a one-pixel hole: the PSF spreads every source over several pixels, so a
 pixel well below the lowest of its eight neighbours is a dead (or cold) pixel, or noise. The network
@@ -10,7 +10,12 @@ poorly (docs/MODEL.md, "Dead-pixel dips"). So the engine adds this evidence to t
     DP logit := logaddexp(DP logit, logit_dip)  (the probabilities add, for small ones)
 
 with ``slope``, ``offset`` and ``min_dip`` from the network's metadata (``dips``), fitted by logistic
-regression on validation frames. Everything here is a pure function of arrays.
+regression on validation frames.
+
+Hot pixels are the mirror image (metadata ``peaks``): ``peak = pixel - max(8 neighbours)``, the dip of
+the negated frame (the network's input is an odd function of the pixel values), added to the HP
+logit in the same way. A one-pixel peak is a hot pixel, a cosmic-ray hit or noise: no source on the
+sky is that sharp either. Everything here is a pure function of arrays.
 """
 
 from __future__ import annotations
@@ -24,26 +29,38 @@ from .context import output_channel
 
 @dataclasses.dataclass(frozen=True)
 class DipScore:
-    """The dip score of a network, from its metadata.
+    """The dip (or peak) score of a network, from its metadata.
 
     Attributes
     ----------
     channel : int
-        Output channel it adds to (DP).
+        Output channel it adds to (DP; HP for peaks).
     slope, offset : float
         ``logit_dip = slope * ln(dip) + offset``.
     min_dip : float
-        Dips at or below it (noise units) add nothing.
+        Dips (peaks) at or below it (noise units) add nothing.
+    upward : bool
+        Peaks above the neighbours (metadata ``peaks``) rather than dips below them (``dips``).
     """
 
     channel: int
     slope: float
     offset: float
     min_dip: float
+    upward: bool = False
 
     @classmethod
-    def from_metadata(cls, dips: dict | None, classes) -> "DipScore | None":
-        """The score that ``dips`` (metadata entry) describes; None when it is absent.
+    def from_metadata(cls, dips: dict | None, classes, entry: str = "dips") -> "DipScore | None":
+        """The score that the metadata entry ``dips`` describes; None when it is absent.
+
+        Parameters
+        ----------
+        dips : dict or None
+            The entry: ``{"class": ..., "slope": ..., "offset": ..., "min_dip": ...}``.
+        classes : sequence of str
+            The network's classes.
+        entry : {"dips", "peaks"}
+            Which entry it is: dips (default class DP) or peaks (default class HP).
 
         Raises
         ------
@@ -52,14 +69,20 @@ class DipScore:
         """
         if not dips:
             return None
-        channel = output_channel(classes, dips.get("class", "DP"), "dips")
+        upward = {"dips": False, "peaks": True}[entry]
+        channel = output_channel(classes, dips.get("class", "HP" if upward else "DP"), entry)
         try:
             slope, offset, min_dip = (float(dips[k]) for k in ("slope", "offset", "min_dip"))
         except KeyError as exc:
-            raise ValueError(f"dips needs {exc.args[0]!r}") from None
+            raise ValueError(f"{entry} needs {exc.args[0]!r}") from None
         if not min_dip > 0:
-            raise ValueError(f"dips min_dip must be positive, not {min_dip}")
-        return cls(channel, slope, offset, min_dip)
+            raise ValueError(f"{entry} min_dip must be positive, not {min_dip}")
+        return cls(channel, slope, offset, min_dip, upward)
+
+    def find(self, frame: np.ndarray, rows: slice, cols: slice) -> tuple:
+        """The window's pixels that this score adds to: :func:`neighbour_dips` with its
+        ``min_dip`` and direction."""
+        return neighbour_dips(frame, rows, cols, self.min_dip, upward=self.upward)
 
     def add_to(self, logits: np.ndarray, dips: tuple) -> np.ndarray:
         """``logits[..., channel] = logaddexp(logits[..., channel], slope * ln(dip) + offset)``, in
@@ -79,8 +102,9 @@ class DipScore:
         return logits
 
 
-def neighbour_dips(frame: np.ndarray, rows: slice, cols: slice, min_dip: float) -> tuple:
-    """The pixels of a window that lie more than ``min_dip`` below the lowest of their 8 neighbours.
+def neighbour_dips(frame: np.ndarray, rows: slice, cols: slice, min_dip: float, upward: bool = False) -> tuple:
+    """The pixels of a window that lie more than ``min_dip`` below the lowest of their 8 neighbours
+    (``upward``: above the highest).
 
     Parameters
     ----------
@@ -90,6 +114,8 @@ def neighbour_dips(frame: np.ndarray, rows: slice, cols: slice, min_dip: float) 
         The window (start and stop set).
     min_dip : float
         Least dip returned (linear noise units), > 0.
+    upward : bool
+        Peaks instead: the dips of the negated frame (``pixel - max(neighbours)``).
 
     Returns
     -------
@@ -108,6 +134,8 @@ def neighbour_dips(frame: np.ndarray, rows: slice, cols: slice, min_dip: float) 
     else:
         ys, xs = np.clip(np.arange(y0, y1), 0, height - 1), np.clip(np.arange(x0, x1), 0, width - 1)
         window = frame[np.ix_(ys, xs)]
+    if upward:
+        window = -window
     h, w = window.shape[0] - 2, window.shape[1] - 2
     # the 8 neighbours as the rows above and below (a running minimum of 3 columns) and the
     # left and right pixels: 5 passes instead of 8

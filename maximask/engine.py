@@ -17,7 +17,7 @@ import numpy as np
 from .context import (BlockSmoothing, ContextPass, add_block_sums, bin_frame, combine, offset_without_pass,
                       upsample_columns, upsample_rows)
 from .columns import ColumnScore, HotLines
-from .dips import DipScore, neighbour_dips
+from .dips import DipScore
 from .normalize import normalize_image
 from .postprocess import write_probabilities
 from .tiling import fitted_tile_size, plan_tiles
@@ -213,7 +213,7 @@ def infer(
     context : bool
         Run the network's context pass (``metadata.context``, see :mod:`maximask.context`) where
         it has one and the frame is large enough, its dead-pixel dip score (``metadata.dips``, see
-        :mod:`maximask.dips`), its hot-column score (``metadata.columns``, see
+        :mod:`maximask.dips`), its hot-pixel peak score (``metadata.peaks``), its hot-column score (``metadata.columns``, see
         :mod:`maximask.columns`) and its block smoothing (``metadata.smoothing``) where it has them;
         False gives the network's full-resolution logits alone.
 
@@ -230,7 +230,9 @@ def infer(
     meta = network.metadata
     plan_ctx = ContextPass.from_metadata(getattr(meta, "context", None), meta.classes) if context else None
     smooth = BlockSmoothing.from_metadata(getattr(meta, "smoothing", None), meta.classes) if context else None
-    dips = DipScore.from_metadata(getattr(meta, "dips", None), meta.classes) if context else None
+    # the dead-pixel dips and the hot-pixel peaks, where the network has them
+    extremes = [score for entry in ("dips", "peaks")
+                if context and (score := DipScore.from_metadata(getattr(meta, entry, None), meta.classes, entry))]
     hot = ColumnScore.from_metadata(getattr(meta, "columns", None), meta.classes) if context else None
     columns = None
     offset = False  # whether the frame skips the pass and its classes take the offsets instead
@@ -262,7 +264,7 @@ def infer(
         # transforms that cannot rewrite some channels get -inf there in the tile pass (see
         # _planes_writer)
         placeholder = tile_transform is not None and not hasattr(tile_transform, "write_planes")
-    by_rows = columns is not None or offset or smooth is not None or dips is not None or hot is not None
+    by_rows = columns is not None or offset or smooth is not None or extremes or hot is not None
     buf = None
     # Tiles per network call: at most batch_size, and few enough that the network's logits, its
     # largest intermediate (the head before depth-to-space, as large) and the returned copy, about
@@ -289,8 +291,8 @@ def infer(
                     combine(block, upsample_rows(columns, plan_ctx.factor, rows, xs), plan_ctx)
                 elif offset:
                     offset_without_pass(block, plan_ctx)
-                if dips is not None:
-                    dips.add_to(block, neighbour_dips(frame, rows, xs, dips.min_dip))
+                for score in extremes:
+                    score.add_to(block, score.find(frame, rows, xs))
                 if hot is not None:
                     hot.add_to(block, lines.window_hits(rows, xs, hot.min_score))
                 if smooth is not None:

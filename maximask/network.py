@@ -14,8 +14,8 @@ A network directory holds
     everything the code that runs the network needs to know about it (see :class:`NetworkMetadata`).
 
 Nothing about a network is hard-coded elsewhere: tile size, context margin, class list, training priors,
-normalisation, the context pass, the dip score, the hot-column score and the block smoothing come from
-the metadata.
+normalisation, the context pass, the dip and peak scores, the hot-column score and the block smoothing
+come from the metadata.
 """
 
 from __future__ import annotations
@@ -94,6 +94,9 @@ class NetworkMetadata:
         ``{"class": "HCL", "gate_class": "SAT", "gate": g, "slope": a, "offset": b, "min_score": lo,
         "max_score": hi, "block": B}`` when a column's (row's) excess over its neighbours adds to
         the hot-column logit (see :mod:`maximask.columns`); None otherwise.
+    peaks : dict or None
+        As ``dips`` (default class HP), when a pixel's height above its 8 neighbours adds to the
+        hot-pixel logit; None otherwise.
     """
 
     name: str
@@ -110,6 +113,7 @@ class NetworkMetadata:
     smoothing: dict | None = None
     dips: dict | None = None
     columns: dict | None = None
+    peaks: dict | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> "NetworkMetadata":
@@ -126,6 +130,7 @@ class NetworkMetadata:
         BlockSmoothing.from_metadata(meta.smoothing, meta.classes)
         DipScore.from_metadata(meta.dips, meta.classes)
         ColumnScore.from_metadata(meta.columns, meta.classes)
+        DipScore.from_metadata(meta.peaks, meta.classes, "peaks")
         return meta
 
     def to_dict(self) -> dict:
@@ -145,15 +150,15 @@ def _check_refinement(refinement: dict, tile_size: int) -> tuple[int, int, int]:
 
 #: Metadata entries that change what the inference code computes from the network's outputs, so
 #: that the model identifier names them with the weights.
-INFERENCE_ENTRIES = ("context", "dips", "smoothing", "columns")
+INFERENCE_ENTRIES = ("context", "dips", "smoothing", "columns", "peaks")
 
 
 def weights_hash(path: str | os.PathLike, *more: str | os.PathLike, inference: dict | None = None) -> str:
     """Model identifier: the first 16 hex digits of the SHA-256 of the inference model file(s)
     (``model.tflite``, then ``refine.tflite`` where there is one), then of each entry of
     ``inference`` that is set, in :data:`INFERENCE_ENTRIES` order, as ``name:`` + canonical JSON
-    (the metadata's context pass, dip score, block smoothing and hot-column score: they change the
-    outputs)."""
+    (the metadata's context pass, dip score, block smoothing, hot-column and peak scores: they
+    change the outputs)."""
     h = hashlib.sha256()
     for p in (path,) + more:
         with open(p, "rb") as f:

@@ -86,3 +86,45 @@ def test_engine_adds_the_dip_score_to_dp_only(network, with_metadata):
     expected[iy, ix] = np.logaddexp(expected[iy, ix], 1.5 * np.log(dip) - 7.0)
     np.testing.assert_allclose(got[dp], expected, rtol=1e-5, atol=1e-5)
     assert got[dp, 40, 100] > alone[dp, 40, 100] + 0.1 and got[dp, 120, 7] > alone[dp, 120, 7]
+
+
+def test_peaks_are_the_dips_of_the_negated_frame():
+    rng = np.random.default_rng(4)
+    frame = np.arcsinh(rng.normal(0, 1, (40, 50))).astype(np.float32)
+    frame[12, 30] = np.arcsinh(40.0)  # a hot pixel
+    frame[20:23, 5:8] = np.arcsinh(25.0)  # a star-like 3x3 plateau: no pixel above all its neighbours
+    expected = brute_force_dips(-frame)  # pixel - max(8 neighbours)
+    iy, ix, peak = neighbour_dips(frame, slice(0, 40), slice(0, 50), 1.0, upward=True)
+    ey, ex = np.nonzero(expected > 1.0)
+    np.testing.assert_array_equal(iy, ey)
+    np.testing.assert_array_equal(ix, ex)
+    np.testing.assert_allclose(peak, expected[ey, ex], rtol=1e-4)
+    assert (12, 30) in set(zip(iy.tolist(), ix.tolist()))
+    assert not any(20 <= y < 23 and 5 <= x < 8 for y, x in zip(iy, ix))
+    score = DipScore.from_metadata({"slope": 1.0, "offset": -6.0, "min_dip": 1.0}, ABBRS, "peaks")
+    assert score.channel == ABBRS.index("HP") and score.upward
+    for got, want in zip(score.find(frame, slice(0, 40), slice(0, 50)), (iy, ix, peak)):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="peaks needs 'slope'"):
+        DipScore.from_metadata({"offset": 0.0, "min_dip": 1.0}, ABBRS, "peaks")
+
+
+def test_engine_adds_dips_to_dp_and_peaks_to_hp(network, with_metadata):
+    rng = np.random.default_rng(5)
+    image = rng.normal(500.0, 8.0, (150, 230)).astype(np.float32)
+    image[40, 100] = 0.0  # a dead pixel
+    image[90, 150] = 900.0  # a hot pixel
+    dips = {"class": "DP", "slope": 1.5, "offset": -7.0, "min_dip": 1.0}
+    peaks = {"class": "HP", "slope": 1.5, "offset": -7.0, "min_dip": 1.0}
+
+    def planes(lg):
+        return np.moveaxis(lg, -1, 0).copy()
+
+    alone = infer(image, network, batch_size=3, tile_transform=planes)
+    with_dips = infer(image, with_metadata(dips=dips), batch_size=3, tile_transform=planes)
+    both = infer(image, with_metadata(dips=dips, peaks=peaks), batch_size=3, tile_transform=planes)
+    dp, hp = ABBRS.index("DP"), ABBRS.index("HP")
+    others = [c for c in range(len(ABBRS)) if c != hp]
+    np.testing.assert_array_equal(both[others], with_dips[others])
+    assert both[hp, 90, 150] > alone[hp, 90, 150] and both[dp, 40, 100] > alone[dp, 40, 100]
+    assert both[hp, 40, 100] == alone[hp, 40, 100]  # a hole is no peak
