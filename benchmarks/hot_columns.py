@@ -101,7 +101,7 @@ def main(argv=None):
             # "clean": every pixel of a frame without a hot column or row
             return np.full(truth.shape[1:], not truth[hcl].any())
 
-        result.update(check(network, "columns", "HCL", args.check_batch, args.thresh_file, without_hot_lines))
+        result.update(check(network, without(network, "columns"), "HCL", args.check_batch, args.thresh_file, without_hot_lines))
     result["wall_s"] = round(time.time() - t0, 1)
     write_json(args.out, result)
     print(json.dumps(result, indent=1))

@@ -96,7 +96,7 @@ def main(argv=None):
         def no_contaminant(truth):
             return ~truth[contaminants].any(axis=0)
 
-        result.update(check(network, "peaks", "HP", args.check_batch, args.thresh_file, no_contaminant))
+        result.update(check(network, without(network, "peaks"), "HP", args.check_batch, args.thresh_file, no_contaminant))
     result["wall_s"] = round(time.time() - t0, 1)
     write_json(args.out, result)
     print(json.dumps(result, indent=1))

@@ -82,13 +82,13 @@ def fit_logistic(combined, t, weight, start):
             "loss": result.fun, "pixels": int(t.size), "positives": int(t.sum())}
 
 
-def check(network, entry, name, batch, thresh_file, clean_pixels):
+def check(network, plain, name, batch, thresh_file, clean_pixels):
     """One class's figures on a batch, the network with its score against the network without.
 
     Parameters
     ----------
-    network : maximask.network.Network
-        With the score (metadata ``entry``).
+    network, plain : maximask.network.Network
+        With the score, and without it (see :func:`without`).
     name : str
         The class the score adds to.
     batch : tuple
@@ -110,7 +110,7 @@ def check(network, entry, name, batch, thresh_file, clean_pixels):
     thr, pri, tpri = ([np.asarray(x)[c]] for x in (read_thresholds(thresh_file),
                                                    read_priors(default_config_dir() / "classes.priors"),
                                                    meta.training_priors))
-    variants = {"score": network, "network": without(network, entry)}
+    variants = {"score": network, "network": plain}
     pooled = {v: ScoreHistogram(1) for v in variants}
     clean = {v: ScoreHistogram(1) for v in variants}
     n_clean = 0

@@ -41,6 +41,9 @@ class DipScore:
         Dips (peaks) at or below it (noise units) add nothing.
     upward : bool
         Peaks above the neighbours (metadata ``peaks``) rather than dips below them (``dips``).
+    pairs : bool
+        The pair term (the entry's ``pairs``): pixels beyond all their neighbours but one, where
+        the one-pixel dip is at most ``min_dip`` (:func:`neighbour_pair_dips`).
     """
 
     channel: int
@@ -48,6 +51,7 @@ class DipScore:
     offset: float
     min_dip: float
     upward: bool = False
+    pairs: bool = False
 
     @classmethod
     def from_metadata(cls, dips: dict | None, classes, entry: str = "dips") -> "DipScore | None":
@@ -79,10 +83,30 @@ class DipScore:
             raise ValueError(f"{entry} min_dip must be positive, not {min_dip}")
         return cls(channel, slope, offset, min_dip, upward)
 
+    @classmethod
+    def all_from_metadata(cls, dips: dict | None, classes, entry: str = "dips") -> list:
+        """The one-pixel score of the entry and, where it has ``pairs`` (``{"slope": ...,
+        "offset": ...}``), its pair term: a list of zero, one or two scores.
+
+        Raises
+        ------
+        ValueError
+            As :meth:`from_metadata`; or ``pairs`` without a slope or an offset.
+        """
+        single = cls.from_metadata(dips, classes, entry)
+        if single is None or not dips.get("pairs"):
+            return [single] if single is not None else []
+        try:
+            slope, offset = (float(dips["pairs"][k]) for k in ("slope", "offset"))
+        except KeyError as exc:
+            raise ValueError(f"{entry} pairs needs {exc.args[0]!r}") from None
+        return [single, dataclasses.replace(single, slope=slope, offset=offset, pairs=True)]
+
     def find(self, frame: np.ndarray, rows: slice, cols: slice) -> tuple:
-        """The window's pixels that this score adds to: :func:`neighbour_dips` with its
-        ``min_dip`` and direction."""
-        return neighbour_dips(frame, rows, cols, self.min_dip, upward=self.upward)
+        """The window's pixels that this score adds to: :func:`neighbour_dips` (or
+        :func:`neighbour_pair_dips` for the pair term) with its ``min_dip`` and direction."""
+        find = neighbour_pair_dips if self.pairs else neighbour_dips
+        return find(frame, rows, cols, self.min_dip, upward=self.upward)
 
     def add_to(self, logits: np.ndarray, dips: tuple) -> np.ndarray:
         """``logits[..., channel] = logaddexp(logits[..., channel], slope * ln(dip) + offset)``, in
@@ -127,15 +151,7 @@ def neighbour_dips(frame: np.ndarray, rows: slice, cols: slice, min_dip: float, 
         dips (its repeated self is among its neighbours). A pixel's dip depends only on its
         neighbourhood, so windows stitch seamlessly.
     """
-    height, width = frame.shape
-    y0, y1, x0, x1 = rows.start - 1, rows.stop + 1, cols.start - 1, cols.stop + 1
-    if y0 >= 0 and x0 >= 0 and y1 <= height and x1 <= width:
-        window = frame[y0:y1, x0:x1]  # a view: no copy inside the frame
-    else:
-        ys, xs = np.clip(np.arange(y0, y1), 0, height - 1), np.clip(np.arange(x0, x1), 0, width - 1)
-        window = frame[np.ix_(ys, xs)]
-    if upward:
-        window = -window
+    window = _window(frame, rows, cols, upward)
     h, w = window.shape[0] - 2, window.shape[1] - 2
     # the 8 neighbours as the rows above and below (a running minimum of 3 columns) and the
     # left and right pixels: 5 passes instead of 8
@@ -156,3 +172,41 @@ def neighbour_dips(frame: np.ndarray, rows: slice, cols: slice, min_dip: float, 
     dip = 0.5 * ((np.exp(top) - np.exp(-top)) - (np.exp(centre) - np.exp(-centre)))
     keep = dip > min_dip
     return iy[keep], ix[keep], dip[keep].astype(np.float32)
+
+
+def _window(frame: np.ndarray, rows: slice, cols: slice, upward: bool) -> np.ndarray:
+    """The window with a one-pixel border, edge pixels repeated beyond the frame; negated for
+    peaks."""
+    height, width = frame.shape
+    y0, y1, x0, x1 = rows.start - 1, rows.stop + 1, cols.start - 1, cols.stop + 1
+    if y0 >= 0 and x0 >= 0 and y1 <= height and x1 <= width:
+        window = frame[y0:y1, x0:x1]  # a view: no copy inside the frame
+    else:
+        ys, xs = np.clip(np.arange(y0, y1), 0, height - 1), np.clip(np.arange(x0, x1), 0, width - 1)
+        window = frame[np.ix_(ys, xs)]
+    return -window if upward else window
+
+
+def neighbour_pair_dips(frame: np.ndarray, rows: slice, cols: slice, min_dip: float, upward: bool = False) -> tuple:
+    """The pixels of a window that lie more than ``min_dip`` below the second lowest of their 8
+    neighbours but not more than ``min_dip`` below the lowest (``upward``: above): one of a pair.
+
+    Parameters and returns as :func:`neighbour_dips`; ``dip`` is ``(second lowest neighbour) -
+    pixel``. A pair of dead (hot) pixels hides each from :func:`neighbour_dips`, since each has
+    the other among its neighbours.
+    """
+    window = _window(frame, rows, cols, upward)
+    h, w = window.shape[0] - 2, window.shape[1] - 2
+    # linear noise units (exp is 5 times faster than numpy's float32 sinh; the clip keeps it finite)
+    e = np.exp(np.clip(window, -80.0, 80.0))
+    lin = 0.5 * (e - 1.0 / e)
+    floor = lin[1:-1, 1:-1] + np.float32(min_dip)
+    # exactly 7 neighbours above pixel + min_dip: the second lowest is above it, the lowest not.
+    # Counting in uint8 is cheaper than ordering the neighbours of every pixel.
+    offsets = [(dy, dx) for dy in range(3) for dx in range(3) if (dy, dx) != (1, 1)]
+    above = np.zeros((h, w), np.uint8)
+    for dy, dx in offsets:
+        above += lin[dy : dy + h, dx : dx + w] > floor
+    iy, ix = np.divmod(np.flatnonzero(above == 7), w)
+    neighbours = np.sort(np.stack([lin[iy + dy, ix + dx] for dy, dx in offsets]), axis=0)
+    return iy, ix, (neighbours[1] - lin[iy + 1, ix + 1]).astype(np.float32)

@@ -96,7 +96,8 @@ class NetworkMetadata:
         the hot-column logit (see :mod:`maximask.columns`); None otherwise.
     peaks : dict or None
         As ``dips`` (default class HP), when a pixel's height above its 8 neighbours adds to the
-        hot-pixel logit; None otherwise.
+        hot-pixel logit; None otherwise. Either may hold ``"pairs": {"slope": a, "offset": b}``,
+        the score of one of a pair of such pixels (see :func:`maximask.dips.neighbour_pair_dips`).
     """
 
     name: str
@@ -128,9 +129,9 @@ class NetworkMetadata:
 
         ContextPass.from_metadata(meta.context, meta.classes)  # raise if malformed
         BlockSmoothing.from_metadata(meta.smoothing, meta.classes)
-        DipScore.from_metadata(meta.dips, meta.classes)
+        DipScore.all_from_metadata(meta.dips, meta.classes)
         ColumnScore.from_metadata(meta.columns, meta.classes)
-        DipScore.from_metadata(meta.peaks, meta.classes, "peaks")
+        DipScore.all_from_metadata(meta.peaks, meta.classes, "peaks")
         return meta
 
     def to_dict(self) -> dict:

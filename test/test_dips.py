@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from maximask.classes import ABBRS
-from maximask.dips import DipScore, neighbour_dips
+from maximask.dips import DipScore, neighbour_dips, neighbour_pair_dips
 from maximask.engine import infer
 
 
@@ -128,3 +128,58 @@ def test_engine_adds_dips_to_dp_and_peaks_to_hp(network, with_metadata):
     np.testing.assert_array_equal(both[others], with_dips[others])
     assert both[hp, 90, 150] > alone[hp, 90, 150] and both[dp, 40, 100] > alone[dp, 40, 100]
     assert both[hp, 40, 100] == alone[hp, 40, 100]  # a hole is no peak
+
+
+def test_pairs_are_beyond_all_neighbours_but_one_and_not_single_dips():
+    rng = np.random.default_rng(6)
+    frame = np.arcsinh(rng.normal(0, 1, (40, 50))).astype(np.float32)
+    frame[10, 20:22] = np.arcsinh(-30.0)  # a pair of dead pixels
+    frame[30, 40] = np.arcsinh(-30.0)  # a single one: the one-pixel score's, not the pair term's
+    lin = np.sinh(frame.astype(np.float64))
+    p = np.pad(lin, 1, mode="edge")
+    ordered = np.sort([p[dy : dy + 40, dx : dx + 50] for dy in range(3) for dx in range(3) if (dy, dx) != (1, 1)],
+                      axis=0)
+    lowest, second = ordered[0] - lin, ordered[1] - lin
+    expected = (lowest <= 1.0) & (second > 1.0)
+    iy, ix, d2 = neighbour_pair_dips(frame, slice(0, 40), slice(0, 50), 1.0)
+    ey, ex = np.nonzero(expected)
+    np.testing.assert_array_equal(np.lexsort((ix, iy)), np.arange(len(iy)))
+    np.testing.assert_array_equal(iy, ey)
+    np.testing.assert_array_equal(ix, ex)
+    np.testing.assert_allclose(d2, second[ey, ex], rtol=1e-4)
+    found = set(zip(iy.tolist(), ix.tolist()))
+    assert {(10, 20), (10, 21)} <= found and (30, 40) not in found
+    single = set(zip(*[a.tolist() for a in neighbour_dips(frame, slice(0, 40), slice(0, 50), 1.0)[:2]]))
+    assert not found & single
+    # a window gives its pixels the whole frame's values
+    wy, wx, wd = neighbour_pair_dips(frame, slice(5, 25), slice(15, 45), 1.0)
+    assert {(5, 5), (5, 6)} <= set(zip(wy.tolist(), wx.tolist()))
+
+
+def test_pair_terms_come_from_the_entrys_pairs():
+    entry = {"slope": 1.5, "offset": -7.0, "min_dip": 1.0}
+    assert len(DipScore.all_from_metadata(entry, ABBRS)) == 1
+    assert DipScore.all_from_metadata(None, ABBRS, "peaks") == []
+    single, pair = DipScore.all_from_metadata(dict(entry, pairs={"slope": 2.0, "offset": -9.0}), ABBRS, "peaks")
+    assert (single.pairs, pair.pairs, pair.upward, pair.channel) == (False, True, True, ABBRS.index("HP"))
+    assert (pair.slope, pair.offset, pair.min_dip) == (2.0, -9.0, 1.0)
+    with pytest.raises(ValueError, match="dips pairs needs 'offset'"):
+        DipScore.all_from_metadata(dict(entry, pairs={"slope": 2.0}), ABBRS)
+
+
+def test_engine_adds_the_pair_term_to_its_class_only(network, with_metadata):
+    rng = np.random.default_rng(7)
+    image = rng.normal(500.0, 8.0, (150, 230)).astype(np.float32)
+    image[60, 70:72] = 900.0  # a pair of hot pixels
+    peaks = {"class": "HP", "slope": 1.5, "offset": -7.0, "min_dip": 1.0}
+
+    def planes(lg):
+        return np.moveaxis(lg, -1, 0).copy()
+
+    single = infer(image, with_metadata(peaks=peaks), batch_size=3, tile_transform=planes)
+    both = infer(image, with_metadata(peaks=dict(peaks, pairs={"slope": 1.5, "offset": -7.0})), batch_size=3,
+                 tile_transform=planes)
+    hp = ABBRS.index("HP")
+    others = [c for c in range(len(ABBRS)) if c != hp]
+    np.testing.assert_array_equal(both[others], single[others])
+    assert (both[hp, 60, 70:72] > single[hp, 60, 70:72]).all()
