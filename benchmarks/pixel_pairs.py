@@ -8,8 +8,8 @@ The form is fixed (docs/MODEL.md, "Pairs of hot or dead pixels"): for HP (DP),
 ``--fit`` fits ``a`` and ``b`` for each class by logistic regression of its truth on the pixels of
 the exploration batch P (every positive, every pair candidate, 2 % of the other pixels, weighted
 back), with the network's logits without the pair terms (its one-pixel scores included);
-``--write-metadata`` stores them in the network's metadata.json (``--classes``, last on the
-command line: only those classes' terms).
+``--write-metadata`` stores them in the network's metadata.json (``--classes``: only those
+classes' terms).
 
 Without ``--fit``, the check batch C3 is scored for each class, the network with its pair terms
 against the same network without them, as ``hot_pixels.py`` does.
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 import time
 
 import numpy as np
@@ -88,13 +87,7 @@ def fit(plain):
 
 
 def main(argv=None):
-    argv = list(sys.argv[1:] if argv is None else argv)
-    # --write-metadata stores the pair terms of these classes only (those that passed the check)
-    written = list(TERMS)
-    if "--classes" in argv:
-        k = argv.index("--classes")
-        written, argv = argv[k + 1 :], argv[:k]
-    args = parse_arguments(argv, __doc__.splitlines()[0], CHECK_BATCH)
+    args = parse_arguments(argv, __doc__.splitlines()[0], CHECK_BATCH, classes=TERMS)
     net_dir = args.net_dir or default_net_dir()
     network = Network(net_dir)
     plain = without_pairs(network)
@@ -105,12 +98,12 @@ def main(argv=None):
         result["fit"] = fit(plain)
         if args.write_metadata:
             def update(doc):
-                for cls in written:
+                for cls in args.classes:
                     doc[TERMS[cls][0]]["pairs"] = {k: result["fit"][cls][k] for k in ("slope", "offset")}
                 doc.setdefault("extra", {})["pairs_fit"] = (
                     "logistic regression on exploration batch P (seed 20261166, 24 x 1024^2), "
                     "benchmarks/pixel_pairs.py --fit; docs/MODEL.md 'Pairs of hot or dead pixels'; "
-                    f"written for {', '.join(written)}")
+                    f"written for {', '.join(args.classes)}")
 
             result["new_model_id"] = update_network_metadata(net_dir, update)
     else:

@@ -20,9 +20,10 @@ from quality import mask_scores
 NEGATIVE_SAMPLE = 0.02
 
 
-def parse_arguments(argv, description, check_batch):
-    """The options both scripts take: ``--net-dir``, ``--fit``, ``--write-metadata``,
-    ``--thresh-file``, ``--frames`` (of the check batch) and ``--out``."""
+def parse_arguments(argv, description, check_batch, classes=None):
+    """The options the scripts take: ``--net-dir``, ``--fit``, ``--write-metadata``,
+    ``--thresh-file``, ``--frames`` (of the check batch) and ``--out``; with ``classes``, also
+    ``--classes`` (those whose terms ``--write-metadata`` stores; default all of them)."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--net-dir", default=None)
     p.add_argument("--fit", action="store_true", help=f"fit slope and offset (default: score batch {check_batch[0]})")
@@ -31,6 +32,9 @@ def parse_arguments(argv, description, check_batch):
     p.add_argument("--thresh-file", default=str(default_config_dir() / "classes.thresh"))
     p.add_argument("--frames", type=int, default=None, help=f"frames of batch {check_batch[0]} (default {check_batch[2]})")
     p.add_argument("--out", required=True)
+    if classes:
+        p.add_argument("--classes", nargs="+", choices=list(classes), default=list(classes),
+                       help="with --write-metadata, store only these classes' terms")
     args = p.parse_args(argv)
     args.check_batch = check_batch[:2] + (args.frames or check_batch[2],) + check_batch[3:]
     return args
