@@ -15,7 +15,13 @@ regression on validation frames.
 Hot pixels are the mirror image (metadata ``peaks``): ``peak = pixel - max(8 neighbours)``, the dip of
 the negated frame (the network's input is an odd function of the pixel values), added to the HP
 logit in the same way. A one-pixel peak is a hot pixel, a cosmic-ray hit or noise: no source on the
-sky is that sharp either. Everything here is a pure function of arrays.
+sky is that sharp either.
+
+A pair of such pixels hides each from the other's score, since each has its twin among its
+neighbours. An entry's optional ``pairs`` (slope and offset) scores, the same way, the depth below
+the *second* lowest neighbour where the one-pixel dip is at most ``min_dip``
+(:func:`neighbour_pair_dips`; shipped for DP only, docs/MODEL.md "Pairs of hot or dead pixels").
+Everything here is a pure function of arrays.
 """
 
 from __future__ import annotations
@@ -110,14 +116,13 @@ class DipScore:
 
     def add_to(self, logits: np.ndarray, dips: tuple) -> np.ndarray:
         """``logits[..., channel] = logaddexp(logits[..., channel], slope * ln(dip) + offset)``, in
-        place, at the pixels :func:`neighbour_dips` lists (the others, with no dip above
-        ``min_dip``, are left as they are).
+        place, at the pixels :meth:`find` lists (the others are left as they are).
 
         Parameters
         ----------
         logits : ndarray, float32, shape (h, w, C), writable
         dips : tuple of ndarray
-            ``(rows, cols, dip)`` from :func:`neighbour_dips` with ``min_dip = self.min_dip``.
+            ``(rows, cols, dip)`` from :meth:`find`.
         """
         iy, ix, dip = dips
         if dip.size:

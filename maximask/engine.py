@@ -230,7 +230,7 @@ def infer(
     meta = network.metadata
     plan_ctx = ContextPass.from_metadata(getattr(meta, "context", None), meta.classes) if context else None
     smooth = BlockSmoothing.from_metadata(getattr(meta, "smoothing", None), meta.classes) if context else None
-    # the dead-pixel dips and the hot-pixel peaks, where the network has them
+    # the dead-pixel dips and the hot-pixel peaks (with their pair terms), where the network has them
     extremes = [score for entry in ("dips", "peaks") if context
                 for score in DipScore.all_from_metadata(getattr(meta, entry, None), meta.classes, entry)]
     hot = ColumnScore.from_metadata(getattr(meta, "columns", None), meta.classes) if context else None
