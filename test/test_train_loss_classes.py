@@ -84,15 +84,19 @@ def test_a_context_network_trains_every_layer_on_binned_frames(tmp_path):
 
 
 def test_a_fine_tuned_network_keeps_its_initial_networks_inference_entries(tmp_path):
-    """``--init-from`` carries the initial network's context pass, block smoothing and dip score
-    into the export (its thresholds were chosen with them), except with ``--no-carry`` or ``--bin``
-    (a context network runs plain)."""
+    """``--init-from`` carries the initial network's context pass, block smoothing, dip (with its
+    pair term), peak and hot-column scores into the export (its thresholds were chosen with them),
+    except with ``--no-carry`` or ``--bin`` (a context network runs plain)."""
     _train(tmp_path / "r0", "--steps", "2", "--arch", json.dumps(ARCH), "--out", str(tmp_path / "n0"))
     path = tmp_path / "n0" / "metadata.json"
     meta = json.loads(path.read_text())
     entries = {"context": {"factor": 2, "classes": {"NEB": "mean"}, "without_pass": {"NEB": -0.5}},
                "smoothing": {"block": 16, "classes": ["FR"]},
-               "dips": {"class": "DP", "slope": 1.5, "offset": -7.0, "min_dip": 1.0}}
+               "dips": {"class": "DP", "slope": 1.5, "offset": -7.0, "min_dip": 1.0,
+                        "pairs": {"slope": 2.5, "offset": -9.0}},
+               "peaks": {"class": "HP", "slope": 1.5, "offset": -7.0, "min_dip": 1.0},
+               "columns": {"class": "HCL", "gate_class": "SAT", "gate": -1.0, "slope": 0.9, "offset": -3.8,
+                           "min_score": 3.0, "max_score": 30.0, "block": 64}}
     path.write_text(json.dumps(dict(meta, **entries)))
     for run, extra in (("carried", []), ("plain", ["--no-carry"]), ("binned", ["--bin", "2"])):
         _train(tmp_path / run, "--steps", "2", "--init-from", str(tmp_path / "n0"), *extra,
