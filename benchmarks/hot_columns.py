@@ -21,17 +21,16 @@ Usage::
 
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
 
+from maximask.assemble import update_metadata
 from maximask.columns import ColumnScore, HotLines
 from maximask.network import Network
 from maximask.normalize import normalize_image
 from maximask.resources import default_net_dir
-from pixel_scores import check, fit_logistic, frames, logits, parse_arguments, sample, without
-from results_io import update_network_metadata, write_json
+from pixel_scores import check, finish, fit_logistic, frames, logits, parse_arguments, sample, without
 
 BLOCK, MIN_SCORE, MAX_SCORE, GATE = 64, 3.0, 30.0, -1.0
 #: (name, root seed, frames, side), default class mix: the exploration batches the fit uses, and
@@ -93,7 +92,7 @@ def main(argv=None):
                     "20261159, 12 x 2048^2), benchmarks/hot_columns.py --fit; docs/MODEL.md 'Hot columns from "
                     "their neighbours'")
 
-            result["new_model_id"] = update_network_metadata(net_dir, update)
+            result["new_model_id"] = update_metadata(net_dir, update)
     else:
         hcl = list(network.metadata.classes).index("HCL")
 
@@ -101,10 +100,9 @@ def main(argv=None):
             # "clean": every pixel of a frame without a hot column or row
             return np.full(truth.shape[1:], not truth[hcl].any())
 
-        result.update(check(network, without(network, "columns"), "HCL", args.check_batch, args.thresh_file, without_hot_lines))
-    result["wall_s"] = round(time.time() - t0, 1)
-    write_json(args.out, result)
-    print(json.dumps(result, indent=1))
+        result.update(check(network, without(network, "columns"), "HCL", args.check_batch, args.thresh_file,
+                            without_hot_lines))
+    finish(args, result, t0)
 
 
 if __name__ == "__main__":

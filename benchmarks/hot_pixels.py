@@ -22,17 +22,16 @@ Usage::
 
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
 
+from maximask.assemble import update_metadata
 from maximask.dips import DipScore, neighbour_dips
 from maximask.network import Network
 from maximask.normalize import normalize_image
 from maximask.resources import default_net_dir
-from pixel_scores import check, fit_logistic, frames, logits, parse_arguments, sample, without
-from results_io import update_network_metadata, write_json
+from pixel_scores import check, finish, fit_logistic, frames, logits, parse_arguments, sample, without
 
 MIN_PEAK = 1.0
 #: (name, root seed, frames, side), default class mix: the exploration batch the fit uses, and the
@@ -88,7 +87,7 @@ def main(argv=None):
                     "logistic regression on exploration batch E (seed 20261162, 24 x 1024^2), "
                     "benchmarks/hot_pixels.py --fit; docs/MODEL.md 'Hot-pixel peaks'")
 
-            result["new_model_id"] = update_network_metadata(net_dir, update)
+            result["new_model_id"] = update_metadata(net_dir, update)
     else:
         names = list(network.metadata.classes)
         contaminants = [c for c, name in enumerate(names) if name != "BG"]
@@ -96,10 +95,9 @@ def main(argv=None):
         def no_contaminant(truth):
             return ~truth[contaminants].any(axis=0)
 
-        result.update(check(network, without(network, "peaks"), "HP", args.check_batch, args.thresh_file, no_contaminant))
-    result["wall_s"] = round(time.time() - t0, 1)
-    write_json(args.out, result)
-    print(json.dumps(result, indent=1))
+        result.update(check(network, without(network, "peaks"), "HP", args.check_batch, args.thresh_file,
+                            no_contaminant))
+    finish(args, result, t0)
 
 
 if __name__ == "__main__":

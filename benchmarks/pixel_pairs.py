@@ -22,18 +22,16 @@ Usage::
 
 from __future__ import annotations
 
-import copy
-import json
 import time
 
 import numpy as np
 
+from maximask.assemble import update_metadata
 from maximask.dips import neighbour_pair_dips
 from maximask.network import Network
 from maximask.normalize import normalize_image
 from maximask.resources import default_net_dir
-from pixel_scores import check, fit_logistic, frames, logits, parse_arguments, sample
-from results_io import update_network_metadata, write_json
+from pixel_scores import check, finish, fit_logistic, frames, logits, parse_arguments, sample, without
 
 MIN_DIP = 1.0
 #: class -> (metadata entry, upward)
@@ -46,13 +44,9 @@ CHECK_BATCH = ("C3", 20261167, 24, 2048)
 
 def without_pairs(network):
     """A copy of ``network`` whose dip and peak scores have no pair term (shares the runtimes)."""
-    other = copy.copy(network)
-    meta = copy.copy(network.metadata)
     for entry, _ in TERMS.values():
-        value = getattr(meta, entry)
-        setattr(meta, entry, {k: v for k, v in value.items() if k != "pairs"} if value else value)
-    other.metadata = meta
-    return other
+        network = without(network, entry, "pairs")
+    return network
 
 
 def pair_logit(params, z, d2):
@@ -105,7 +99,7 @@ def main(argv=None):
                     "benchmarks/pixel_pairs.py --fit; docs/MODEL.md 'Pairs of hot or dead pixels'; "
                     f"written for {', '.join(args.classes)}")
 
-            result["new_model_id"] = update_network_metadata(net_dir, update)
+            result["new_model_id"] = update_metadata(net_dir, update)
     else:
         contaminants = [c for c, name in enumerate(network.metadata.classes) if name != "BG"]
 
@@ -114,9 +108,7 @@ def main(argv=None):
 
         result["classes"] = {cls: check(network, plain, cls, args.check_batch, args.thresh_file, no_contaminant)
                              for cls in TERMS}
-    result["wall_s"] = round(time.time() - t0, 1)
-    write_json(args.out, result)
-    print(json.dumps(result, indent=1))
+    finish(args, result, t0)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
+import time
 
 import numpy as np
 from scipy.optimize import minimize
@@ -15,6 +17,7 @@ from maximask.engine import infer
 from maximask.metrics import ScoreHistogram, all_metrics
 from maximask.resources import default_config_dir
 from quality import mask_scores
+from results_io import write_json
 
 #: Share of the other pixels a fit samples (each then weighs 1 / NEGATIVE_SAMPLE).
 NEGATIVE_SAMPLE = 0.02
@@ -26,11 +29,13 @@ def parse_arguments(argv, description, check_batch, classes=None):
     ``--classes`` (those whose terms ``--write-metadata`` stores; default all of them)."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--net-dir", default=None)
-    p.add_argument("--fit", action="store_true", help=f"fit slope and offset (default: score batch {check_batch[0]})")
+    p.add_argument("--fit", action="store_true",
+                   help=f"fit slope and offset (default: score batch {check_batch[0]})")
     p.add_argument("--write-metadata", action="store_true",
                    help="with --fit, store the score in the network's metadata.json")
     p.add_argument("--thresh-file", default=str(default_config_dir() / "classes.thresh"))
-    p.add_argument("--frames", type=int, default=None, help=f"frames of batch {check_batch[0]} (default {check_batch[2]})")
+    p.add_argument("--frames", type=int, default=None,
+                   help=f"frames of batch {check_batch[0]} (default {check_batch[2]})")
     p.add_argument("--out", required=True)
     if classes:
         p.add_argument("--classes", nargs="+", choices=list(classes), default=list(classes),
@@ -54,13 +59,26 @@ def logits(network, image):
     return infer(image.copy(), network, batch_size=1, tile_transform=lambda lg: np.moveaxis(lg, -1, 0))
 
 
-def without(network, entry):
-    """A copy of ``network`` without the metadata entry ``entry`` (shares the runtimes)."""
+def without(network, entry, key=None):
+    """A copy of ``network`` without the metadata entry ``entry``, or, with ``key``, without that
+    key of the entry (shares the runtimes)."""
     other = copy.copy(network)
     meta = copy.copy(network.metadata)
-    setattr(meta, entry, None)
+    value = getattr(meta, entry)
+    if key is None:
+        value = None
+    elif value:
+        value = {k: v for k, v in value.items() if k != key}
+    setattr(meta, entry, value)
     other.metadata = meta
     return other
+
+
+def finish(args, result, t0):
+    """Record the wall time, write ``result`` to ``args.out`` and print it."""
+    result["wall_s"] = round(time.time() - t0, 1)
+    write_json(args.out, result)
+    print(json.dumps(result, indent=1))
 
 
 def sample(truth_plane, always, rng):

@@ -29,13 +29,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import time
 
 import numpy as np
 
+from maximask.assemble import update_metadata
 from maximask.config import read_priors, read_thresholds
 from maximask.context import ContextPass
 from maximask.engine import infer
@@ -43,8 +43,9 @@ from maximask.metrics import ScoreHistogram, all_metrics
 from maximask.network import Network
 from maximask.postprocess import logit_thresholds, prior_shift
 from maximask.resources import default_config_dir, default_net_dir
+from pixel_scores import without
 from quality import mask_scores
-from results_io import update_network_metadata, write_json
+from results_io import write_json
 
 #: Frame shapes (rows, columns) of both batches, cycled: every one skips the pass (b = 8).
 SHAPES = ((128, 128), (150, 200), (256, 256), (320, 320), (384, 384), (448, 448), (500, 500),
@@ -62,15 +63,6 @@ def batch(seed, n):
         shape = SHAPES[i % len(SHAPES)]
         image, truth, _ = simulate_frame(shape, np.random.default_rng(seq))
         yield shape, image, truth
-
-
-def without_offsets(network):
-    """A copy of ``network`` whose context pass has no offsets (shares the runtimes)."""
-    other = copy.copy(network)
-    meta = copy.copy(network.metadata)
-    meta.context = {k: v for k, v in meta.context.items() if k != "without_pass"}
-    other.metadata = meta
-    return other
 
 
 def fit_offsets(hist: ScoreHistogram, names, pass_names, raw_thresholds) -> dict:
@@ -131,7 +123,7 @@ def main(argv=None):
     raw = logit_thresholds(thresholds, prior_shift(meta.training_priors, priors))
     name, seed, n = FIT_BATCH if args.fit else CHECK_BATCH
     n = args.frames or n
-    plain = without_offsets(network)
+    plain = without(network, "context", "without_pass")
     t0 = time.time()
     result = {"batch": name, "seed": seed, "frames": n, "shapes": [list(s) for s in SHAPES],
               "net_dir": str(net_dir), "model_id": network.model_id}
@@ -155,7 +147,7 @@ def main(argv=None):
                     "pass's limit), benchmarks/small_frames.py --fit; docs/MODEL.md 'Frames too small for the "
                     "context pass'")
 
-            result["new_model_id"] = update_network_metadata(net_dir, update)
+            result["new_model_id"] = update_metadata(net_dir, update)
     else:
         variants = {"offsets": network, "none": plain}
         pooled = {v: ScoreHistogram(len(names)) for v in variants}

@@ -90,9 +90,9 @@ def carry_inference(source_dir, net_dir) -> list:
     """Give a fine-tuned network the inference entries of the network it was fine-tuned from.
 
     The context pass (with its context network, copied), the block smoothing, the dip score, the
-    hot-column score and the peak score are set on validation frames for the shipped network, and its thresholds were chosen with
-    them; a network fine-tuned from it keeps them unless told otherwise (``maximask-train
-    --no-carry``).
+    hot-column score and the peak score are set on validation frames for the shipped network, and
+    its thresholds were chosen with them; a network fine-tuned from it keeps them unless told
+    otherwise (``maximask-train --no-carry``).
 
     Parameters
     ----------
@@ -113,8 +113,7 @@ def carry_inference(source_dir, net_dir) -> list:
     """
     source_dir, net_dir = Path(source_dir), Path(net_dir)
     source = json.loads((source_dir / METADATA_FILE).read_text())
-    meta = json.loads((net_dir / METADATA_FILE).read_text())
-    if source["classes"] != meta["classes"]:
+    if source["classes"] != json.loads((net_dir / METADATA_FILE).read_text())["classes"]:
         raise ValueError(f"{net_dir}: its classes differ from those of {source_dir}")
     carried = [entry for entry in INFERENCE_ENTRIES if source.get(entry)]
     if not carried:
@@ -123,14 +122,41 @@ def carry_inference(source_dir, net_dir) -> list:
     if name:
         inner = json.loads((source_dir / name / METADATA_FILE).read_text())
         _install_inference_files(source_dir / name, inner, net_dir / name)
-    for entry in carried:
-        meta[entry] = source[entry]
-    meta["extra"] = dict(meta.get("extra") or {}, inference_carried_from=str(source_dir))
-    _write_metadata(net_dir, meta)
-    # the entries change the outputs, so the model id: loading also checks the whole directory
-    meta["extra"]["model_id"] = Network(net_dir, num_threads=1).model_id
-    _write_metadata(net_dir, meta)
+
+    def carry(doc):
+        for entry in carried:
+            doc[entry] = source[entry]
+        doc["extra"] = dict(doc.get("extra") or {}, inference_carried_from=str(source_dir))
+
+    update_metadata(net_dir, carry)
     return carried
+
+
+def update_metadata(net_dir, update) -> str:
+    """Apply ``update(doc)`` to a network directory's metadata and record its new model id.
+
+    Inference entries change the outputs, so the model id: it is computed by loading the updated
+    directory (which also checks it) and stored as ``extra.model_id``. Each write replaces the
+    file in one step.
+
+    Parameters
+    ----------
+    net_dir : path
+    update : callable
+        Changes the metadata dict in place.
+
+    Returns
+    -------
+    str
+        The new model id.
+    """
+    net_dir = Path(net_dir)
+    meta = json.loads((net_dir / METADATA_FILE).read_text())
+    update(meta)
+    _write_metadata(net_dir, meta)
+    meta.setdefault("extra", {})["model_id"] = model_id = Network(net_dir, num_threads=1).model_id
+    _write_metadata(net_dir, meta)
+    return model_id
 
 
 def _install_inference_files(src_dir: Path, meta: dict, dest: Path) -> None:

@@ -192,7 +192,8 @@ def _window(frame: np.ndarray, rows: slice, cols: slice, upward: bool) -> np.nda
     return -window if upward else window
 
 
-def neighbour_pair_dips(frame: np.ndarray, rows: slice, cols: slice, min_dip: float, upward: bool = False) -> tuple:
+def neighbour_pair_dips(frame: np.ndarray, rows: slice, cols: slice, min_dip: float,
+                        upward: bool = False) -> tuple:
     """The pixels of a window that lie more than ``min_dip`` below the second lowest of their 8
     neighbours but not more than ``min_dip`` below the lowest (``upward``: above): one of a pair.
 

@@ -213,8 +213,9 @@ def infer(
     context : bool
         Run the network's context pass (``metadata.context``, see :mod:`maximask.context`) where
         it has one and the frame is large enough, its dead-pixel dip score (``metadata.dips``, see
-        :mod:`maximask.dips`), its hot-pixel peak score (``metadata.peaks``), its hot-column score (``metadata.columns``, see
-        :mod:`maximask.columns`) and its block smoothing (``metadata.smoothing``) where it has them;
+        :mod:`maximask.dips`), its hot-pixel peak score (``metadata.peaks``), its hot-column score
+        (``metadata.columns``, see :mod:`maximask.columns`) and its block smoothing
+        (``metadata.smoothing``) where it has them;
         False gives the network's full-resolution logits alone.
 
     Returns

@@ -464,8 +464,8 @@ def _parser():
     p.add_argument("--data", default=None, help="fine-tuning frames: NAME.fits + NAME.truth.fits pairs")
     p.add_argument("--no-carry", action="store_true",
                    help="with --init-from: export without the initial network's context pass (and its context "
-                        "network), block smoothing and dip score, which are otherwise carried over "
-                        "(never with --bin)")
+                        "network), block smoothing, dip, peak and hot-column scores, which are otherwise "
+                        "carried over (never with --bin)")
     return p
 
 

@@ -141,3 +141,11 @@ def with_metadata(network):
     """``with_metadata(context=..., smoothing=..., dips=...)``: the test network with those metadata
     entries, which the engine reads (the weights are the same)."""
     return lambda **entries: _WithMetadata(network, entries)
+
+
+@pytest.fixture(scope="session")
+def logit_planes():
+    """A tile transform for ``maximask.engine.infer``: the raw logits, as planes (C, h, w)."""
+    import numpy as np
+
+    return lambda lg: np.moveaxis(lg, -1, 0).copy()

@@ -73,7 +73,8 @@ def test_window_hits_are_the_pixels_over_the_floor_each_once():
     lin[:150, 200] += 1.5  # a partial column: from its trap to the serial register
     lin[77, :] += 2.0
     lines = HotLines.of_frame(np.arcsinh(lin).astype(np.float32), 64)
-    for rows, cols in ((slice(0, 300), slice(0, 280)), (slice(60, 124), slice(30, 230)), (slice(140, 150), slice(0, 50))):
+    windows = ((slice(0, 300), slice(0, 280)), (slice(60, 124), slice(30, 230)), (slice(140, 150), slice(0, 50)))
+    for rows, cols in windows:
         dense = lines.window(rows, cols)
         iy, ix, s = lines.window_hits(rows, cols, 3.0)
         assert len(set(zip(iy.tolist(), ix.tolist()))) == len(iy)
@@ -94,7 +95,7 @@ def test_malformed_metadata_is_refused(change, match):
         ColumnScore.from_metadata(entry, ABBRS)
 
 
-def test_engine_adds_the_score_to_hcl_only_and_tiles_seamlessly(network, with_metadata):
+def test_engine_adds_the_score_to_hcl_only_and_tiles_seamlessly(network, with_metadata, logit_planes):
     assert network.metadata.tile_size - 2 * network.metadata.margin < 230  # several tiles
     from maximask.normalize import normalize_image
 
@@ -104,11 +105,8 @@ def test_engine_adds_the_score_to_hcl_only_and_tiles_seamlessly(network, with_me
     entry = dict(ENTRY, block=32, gate=50.0)  # the test network's SAT logits would close the gate
     net = with_metadata(columns=entry)
 
-    def planes(lg):
-        return np.moveaxis(lg, -1, 0).copy()
-
-    alone = infer(image, network, batch_size=3, tile_transform=planes)
-    got = infer(image, net, batch_size=3, tile_transform=planes)
+    alone = infer(image, network, batch_size=3, tile_transform=logit_planes)
+    got = infer(image, net, batch_size=3, tile_transform=logit_planes)
     hcl = ABBRS.index("HCL")
     others = [c for c in range(len(ABBRS)) if c != hcl]
     np.testing.assert_array_equal(got[others], alone[others])

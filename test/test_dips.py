@@ -62,7 +62,7 @@ def test_dip_score_adds_probabilities_at_the_dips_only():
         DipScore.from_metadata({"class": "XYZ", "slope": 1.0, "offset": 0.0, "min_dip": 1.0}, ABBRS)
 
 
-def test_engine_adds_the_dip_score_to_dp_only(network, with_metadata):
+def test_engine_adds_the_dip_score_to_dp_only(network, with_metadata, logit_planes):
     from maximask.normalize import normalize_image
 
     rng = np.random.default_rng(1)
@@ -72,11 +72,8 @@ def test_engine_adds_the_dip_score_to_dp_only(network, with_metadata):
     entry = {"class": "DP", "slope": 1.5, "offset": -7.0, "min_dip": 1.0}
     net = with_metadata(dips=entry)
 
-    def planes(lg):
-        return np.moveaxis(lg, -1, 0).copy()
-
-    alone = infer(image, network, batch_size=3, tile_transform=planes)
-    got = infer(image, net, batch_size=3, tile_transform=planes)
+    alone = infer(image, network, batch_size=3, tile_transform=logit_planes)
+    got = infer(image, net, batch_size=3, tile_transform=logit_planes)
     dp = ABBRS.index("DP")
     others = [c for c in range(len(ABBRS)) if c != dp]
     np.testing.assert_array_equal(got[others], alone[others])
@@ -109,7 +106,7 @@ def test_peaks_are_the_dips_of_the_negated_frame():
         DipScore.from_metadata({"offset": 0.0, "min_dip": 1.0}, ABBRS, "peaks")
 
 
-def test_engine_adds_dips_to_dp_and_peaks_to_hp(network, with_metadata):
+def test_engine_adds_dips_to_dp_and_peaks_to_hp(network, with_metadata, logit_planes):
     rng = np.random.default_rng(5)
     image = rng.normal(500.0, 8.0, (150, 230)).astype(np.float32)
     image[40, 100] = 0.0  # a dead pixel
@@ -117,12 +114,9 @@ def test_engine_adds_dips_to_dp_and_peaks_to_hp(network, with_metadata):
     dips = {"class": "DP", "slope": 1.5, "offset": -7.0, "min_dip": 1.0}
     peaks = {"class": "HP", "slope": 1.5, "offset": -7.0, "min_dip": 1.0}
 
-    def planes(lg):
-        return np.moveaxis(lg, -1, 0).copy()
-
-    alone = infer(image, network, batch_size=3, tile_transform=planes)
-    with_dips = infer(image, with_metadata(dips=dips), batch_size=3, tile_transform=planes)
-    both = infer(image, with_metadata(dips=dips, peaks=peaks), batch_size=3, tile_transform=planes)
+    alone = infer(image, network, batch_size=3, tile_transform=logit_planes)
+    with_dips = infer(image, with_metadata(dips=dips), batch_size=3, tile_transform=logit_planes)
+    both = infer(image, with_metadata(dips=dips, peaks=peaks), batch_size=3, tile_transform=logit_planes)
     dp, hp = ABBRS.index("DP"), ABBRS.index("HP")
     others = [c for c in range(len(ABBRS)) if c != hp]
     np.testing.assert_array_equal(both[others], with_dips[others])
@@ -167,18 +161,15 @@ def test_pair_terms_come_from_the_entrys_pairs():
         DipScore.all_from_metadata(dict(entry, pairs={"slope": 2.0}), ABBRS)
 
 
-def test_engine_adds_the_pair_term_to_its_class_only(network, with_metadata):
+def test_engine_adds_the_pair_term_to_its_class_only(network, with_metadata, logit_planes):
     rng = np.random.default_rng(7)
     image = rng.normal(500.0, 8.0, (150, 230)).astype(np.float32)
     image[60, 70:72] = 900.0  # a pair of hot pixels
     peaks = {"class": "HP", "slope": 1.5, "offset": -7.0, "min_dip": 1.0}
 
-    def planes(lg):
-        return np.moveaxis(lg, -1, 0).copy()
-
-    single = infer(image, with_metadata(peaks=peaks), batch_size=3, tile_transform=planes)
+    single = infer(image, with_metadata(peaks=peaks), batch_size=3, tile_transform=logit_planes)
     both = infer(image, with_metadata(peaks=dict(peaks, pairs={"slope": 1.5, "offset": -7.0})), batch_size=3,
-                 tile_transform=planes)
+                 tile_transform=logit_planes)
     hp = ABBRS.index("HP")
     others = [c for c in range(len(ABBRS)) if c != hp]
     np.testing.assert_array_equal(both[others], single[others])
