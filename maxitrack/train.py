@@ -93,6 +93,29 @@ def _frame_record(index: int, label: int, meta: dict) -> dict:
     return rec
 
 
+def _simulate_chunk(path: Path, split: str, c0: int, c1: int, seed: int, shape, tile: int, selection: dict,
+                    sim_config: dict | None) -> Path:
+    """Simulate frames ``c0 .. c1 - 1`` of a split and write their tiles to ``path`` (atomically)."""
+    tiles, labels, frames, records = [], [], [], []
+    for i in range(c0, c1):
+        image, label, meta = simulate_frame(seed, split, i, shape, sim_config)
+        t = prepare_tiles(image, tile, selection, tile_normalisation(tile))[..., 0]
+        tiles.append(t.astype(np.float16))
+        labels += [int(label)] * len(t)
+        frames += [i] * len(t)
+        records.append(_frame_record(i, label, meta))
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(
+        tmp,
+        tiles=np.concatenate(tiles),
+        label=np.array(labels, np.uint8),
+        frame=np.array(frames, np.int32),
+        records=np.array(json.dumps(records)),
+    )
+    os.replace(tmp, path)
+    return path
+
+
 def make_tiles(
     work: Path,
     split: str,
@@ -103,8 +126,12 @@ def make_tiles(
     selection: dict,
     sim_config: dict | None = None,
     log=print,
+    workers: int = 1,
 ) -> dict:
     """Simulate the frames of a split and cache their tiles; returns the loaded arrays.
+
+    ``workers`` > 1 simulates chunks in that many processes; every frame has its own random
+    generator, so the cache does not depend on it.
 
     Returns
     -------
@@ -116,30 +143,25 @@ def make_tiles(
     d.mkdir(parents=True, exist_ok=True)
     tag = f"{split}_s{seed}_{shape[0]}x{shape[1]}_t{tile}_n{selection['n_tiles']}"
     t0 = time.time()
-    for c0 in range(0, n_frames, CHUNK):
-        c1 = min(n_frames, c0 + CHUNK)
-        path = d / f"{tag}_{c0:06d}_{c1:06d}.npz"
-        if path.exists():
-            continue
-        tiles, labels, frames, records = [], [], [], []
-        for i in range(c0, c1):
-            image, label, meta = simulate_frame(seed, split, i, shape, sim_config)
-            t = prepare_tiles(image, tile, selection, tile_normalisation(tile))[..., 0]
-            tiles.append(t.astype(np.float16))
-            labels += [int(label)] * len(t)
-            frames += [i] * len(t)
-            records.append(_frame_record(i, label, meta))
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(
-            tmp,
-            tiles=np.concatenate(tiles),
-            label=np.array(labels, np.uint8),
-            frame=np.array(frames, np.int32),
-            records=np.array(json.dumps(records)),
-        )
-        os.replace(tmp, path)
-        log(f"{split}: frames {c1}/{n_frames} ({time.time() - t0:.0f} s)")
-    parts = [np.load(d / f"{tag}_{c0:06d}_{min(n_frames, c0 + CHUNK):06d}.npz") for c0 in range(0, n_frames, CHUNK)]
+    chunks = [(c0, min(n_frames, c0 + CHUNK)) for c0 in range(0, n_frames, CHUNK)]
+    todo = [(d / f"{tag}_{c0:06d}_{c1:06d}.npz", c0, c1) for c0, c1 in chunks]
+    todo = [t for t in todo if not t[0].exists()]
+    rest = (seed, tuple(shape), tile, selection, sim_config)
+    if workers > 1 and len(todo) > 1:
+        import concurrent.futures
+        import multiprocessing
+
+        # spawn: the parent may already hold threads (TensorFlow, JAX) that fork would not carry
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_simulate_chunk, path, split, c0, c1, *rest) for path, c0, c1 in todo]
+            for n, f in enumerate(concurrent.futures.as_completed(futures), 1):
+                f.result()
+                log(f"{split}: {n}/{len(todo)} chunks of {CHUNK} frames ({time.time() - t0:.0f} s)")
+    else:
+        for path, c0, c1 in todo:
+            _simulate_chunk(path, split, c0, c1, *rest)
+            log(f"{split}: frames {c1}/{n_frames} ({time.time() - t0:.0f} s)")
+    parts = [np.load(d / f"{tag}_{c0:06d}_{c1:06d}.npz") for c0, c1 in chunks]
     return {
         "tiles": np.concatenate([p["tiles"] for p in parts]),
         "label": np.concatenate([p["label"] for p in parts]),
@@ -156,6 +178,48 @@ def augment(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         t = np.rot90(batch[i], ki % 4)
         out[i] = t[:, ::-1] if ki >= 4 else t
     return out
+
+
+def augment_inputs(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """:func:`augment` applied to network inputs ``(B, T, T, C)`` rather than to tiles.
+
+    Channel 0 (the tile) is turned as :func:`augment` turns it, with the same random draws. Channel
+    1, if any, is the tile's autocorrelation, whose zero lag is at ``(T/2, T/2)``, not at the array's
+    centre; it is turned about that lag, so the result is the autocorrelation of the turned tile
+    (which is what ``network_input(augment(tiles))`` computes, 2.5 ms a tile) on every lag but
+    ``-T/2``, which the network's crop (:data:`maxitrack.model.AC_CROP`) does not see and which is
+    set to 0.
+    """
+    out = np.empty_like(x)
+    k = rng.integers(0, 8, size=len(x))
+    size = x.shape[1]
+    padded = np.zeros((size + 1, size + 1), x.dtype)  # odd size: the zero lag at its centre
+    for i, ki in enumerate(k):
+        t = np.rot90(x[i, :, :, 0], ki % 4)
+        out[i, :, :, 0] = t[:, ::-1] if ki >= 4 else t
+        if x.shape[-1] > 1:
+            padded[:size, :size] = x[i, :, :, 1]
+            a = np.rot90(padded, ki % 4)
+            out[i, :, :, 1] = (a[:, ::-1] if ki >= 4 else a)[:size, :size]
+    return out
+
+
+def _network_input_chunk(tiles: np.ndarray, kind: str) -> np.ndarray:
+    return network_input(tiles.astype(np.float32)[..., None], kind)
+
+
+def network_inputs(tiles: np.ndarray, kind: str, workers: int = 1) -> np.ndarray:
+    """:func:`maxitrack.tiles.network_input` of float16 tiles ``(N, T, T)``, computed once before
+    training (the autocorrelation would otherwise be recomputed at every step), in ``workers``
+    processes. Returns float32 ``(N, T, T, C)``."""
+    if workers <= 1 or len(tiles) < 2 * 256:
+        return _network_input_chunk(tiles, kind)
+    import concurrent.futures
+    import multiprocessing
+
+    parts = [tiles[i : i + 256] for i in range(0, len(tiles), 256)]
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return np.concatenate(list(pool.map(_network_input_chunk, parts, [kind] * len(parts))))
 
 
 def frame_mean_logits(tile_logits: np.ndarray, frame: np.ndarray) -> tuple:
@@ -273,6 +337,13 @@ def parse_args(argv=None):
                     help="tiles per calibration frame (default: --tiles-per-frame); the calibration fits the "
                          "mean of this many tile logits, so it should match --inference-tiles where the "
                          "calibration frames have that many cells")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="processes that simulate the frames and compute the network inputs (results do not "
+                         "depend on it)")
+    ap.add_argument("--train-only", action="store_true",
+                    help="stop after the last epoch, before calibration and export (which need TensorFlow): "
+                         "for training with another Keras backend, e.g. KERAS_BACKEND=jax on a GPU; rerun "
+                         "the same command without it, in the same --work, to calibrate and export")
     ap.add_argument("--checkpoint-every", type=int, default=250,
                     help="steps between checkpoints inside an epoch (0: at the end of each epoch only)")
     ap.add_argument("--stop-at-step", type=int, default=None, help=argparse.SUPPRESS)  # tests: a resume
@@ -324,22 +395,17 @@ def main(argv=None) -> int:
     tile = args.tile
     train_sel = dict(DEFAULT_SELECTION, n_tiles=args.tiles_per_frame)
     shape = tuple(args.frame_size)
-    train = make_tiles(work, "train", args.frames, args.seed, shape, tile, train_sel, log=log)
-    val = make_tiles(work, "val", args.val_frames, args.seed, shape, tile, train_sel, log=log)
-    pi_train = float(np.mean([r["label"] for r in train["records"]]))
-    log(f"tiles: train {len(train['label'])} ({pi_train:.3f} of frames positive), val {len(val['label'])}")
 
     if args.threads:
         os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(args.threads))
         os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
     import keras
-    import tensorflow as tf
 
-    from maximask.network import NetworkMetadata, save_network
     from maxitrack.model import DEFAULT_AC_WIDTHS, DEFAULT_WIDTHS, build_model, custom_objects
-    from maxitrack.scoring import field_logit
 
-    if args.threads:
+    if args.threads and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
     keras.utils.set_random_seed(args.seed)
@@ -347,13 +413,6 @@ def main(argv=None) -> int:
     k = args.tiles_per_frame
     per_frame = args.loss == "frame"
     crit = "val_frame_loss" if per_frame else "val_tile_loss"  # the validation loss that picks the best epoch
-    # each frame's tiles are consecutive (every 512x512 frame has more cells than tiles kept)
-    n_frames_train = len(train["label"]) // k
-    assert np.array_equal(train["frame"], np.repeat(np.arange(n_frames_train), k)), "tiles not grouped by frame"
-    units = n_frames_train if per_frame else len(train["label"])  # what an epoch shuffles
-    per_step = args.batch // k if per_frame else args.batch
-    steps_per_epoch = units // per_step
-    total = steps_per_epoch * args.epochs
     state_path = work / "state.json"
     ckpt = work / "checkpoint.keras"
     best = work / "best.keras"
@@ -374,6 +433,29 @@ def main(argv=None) -> int:
         log(f"error: {work} holds a training run with other settings ({state.get('config')}); use another --work")
         return 2
     state["config"] = config
+    # A finished run (resumed to calibrate and export, e.g. on another machine than the one that
+    # trained it) needs none of the training frames, only their prior, which the state records.
+    finished = state["epoch"] >= args.epochs and "in_epoch" not in state
+    if finished and "pi_train" in state:
+        train = val = None
+        pi_train = float(state["pi_train"])
+        n_frames_train = args.frames
+        log(f"training finished ({state['epoch']} epochs); training prior {pi_train:.3f} from the state")
+    else:
+        train = make_tiles(work, "train", args.frames, args.seed, shape, tile, train_sel, log=log,
+                           workers=args.workers)
+        val = make_tiles(work, "val", args.val_frames, args.seed, shape, tile, train_sel, log=log,
+                         workers=args.workers)
+        pi_train = float(np.mean([r["label"] for r in train["records"]]))
+        state["pi_train"] = pi_train
+        log(f"tiles: train {len(train['label'])} ({pi_train:.3f} of frames positive), val {len(val['label'])}")
+        # each frame's tiles are consecutive (every 512x512 frame has more cells than tiles kept)
+        n_frames_train = len(train["label"]) // k
+        assert np.array_equal(train["frame"], np.repeat(np.arange(n_frames_train), k)), "tiles not grouped by frame"
+    units = n_frames_train if per_frame else n_frames_train * k  # what an epoch shuffles
+    per_step = args.batch // k if per_frame else args.batch
+    steps_per_epoch = units // per_step
+    total = steps_per_epoch * args.epochs
     schedule = keras.optimizers.schedules.CosineDecay(args.lr, total, alpha=0.02)
     n_in = 1 if args.input == "tile" else 2
 
@@ -407,8 +489,12 @@ def main(argv=None) -> int:
         )
     log(f"network: {tile_model_of(model).count_params()} parameters, input {args.input}, {args.loss} loss, "
         f"{steps_per_epoch} steps per epoch")
-    x_val = network_input(val["tiles"].astype(np.float32)[..., None], args.input)
-    yv_frames = np.array([r["label"] for r in val["records"]])
+    if not finished:
+        t0 = time.time()
+        x_train = network_inputs(train["tiles"], args.input, args.workers)
+        x_val = network_inputs(val["tiles"], args.input, args.workers)
+        yv_frames = np.array([r["label"] for r in val["records"]])
+        log(f"network inputs computed ({time.time() - t0:.0f} s)")
     # SIGTERM/SIGINT only set a flag: the loop checkpoints at the next step and exits 128 + signal
     with signals_as_flag() as stop:
         done_steps = state["epoch"] * steps_per_epoch + state.get("in_epoch", {}).get("step", 0)
@@ -427,8 +513,7 @@ def main(argv=None) -> int:
                     tidx = (idx[:, None] * k + np.arange(k)[None, :]).ravel()
                 else:
                     tidx = idx
-                xb = augment(train["tiles"][tidx].astype(np.float32), rng)
-                xb = network_input(xb[..., None], args.input)
+                xb = augment_inputs(x_train[tidx], rng)
                 if per_frame:
                     xb = xb.reshape((len(idx), k) + xb.shape[1:])
                     yb = np.array([train["records"][i]["label"] for i in idx], np.float32)[:, None]
@@ -469,16 +554,22 @@ def main(argv=None) -> int:
                 log(f"stopped after epoch {epoch + 1}, checkpoint written; rerun to resume")
                 return 128 + stop[0] if stop else 0
 
+    if args.train_only:
+        log(f"trained ({state['epoch']} epochs, best {best}); rerun without --train-only to calibrate and export")
+        return 0
+    from maximask.network import NetworkMetadata, save_network
+    from maxitrack.scoring import field_logit
+
     model = keras.models.load_model(best, custom_objects=custom_objects())
     # The calibration maps the mean of the tile logits that the command averages, and the mean of
     # many tiles is less noisy than that of a few: --calibration-* fit it with the command's tile
     # count (validation frames of the same seed and split, at another size).
     cal_shape = tuple(args.calibration_size) if args.calibration_size else shape
     cal_k = args.calibration_tiles or k
-    if (cal_shape, cal_k) != (shape, k):
+    if (cal_shape, cal_k) != (shape, k) or val is None:
         val = make_tiles(work, "val", args.val_frames, args.seed, cal_shape, tile,
-                         dict(DEFAULT_SELECTION, n_tiles=cal_k), log=log)
-        x_val = network_input(val["tiles"].astype(np.float32)[..., None], args.input)
+                         dict(DEFAULT_SELECTION, n_tiles=cal_k), log=log, workers=args.workers)
+        x_val = network_inputs(val["tiles"], args.input, args.workers)
         yv_frames = np.array([r["label"] for r in val["records"]])
     zv = model.predict(x_val, batch_size=128, verbose=0).ravel()
     frames, mean_z = frame_mean_logits(zv, val["frame"])

@@ -132,3 +132,53 @@ def test_a_signal_during_training_is_a_flag_and_the_handlers_come_back():
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop == [signal.SIGTERM]
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_turning_the_network_inputs_equals_the_inputs_of_the_turned_tiles():
+    """Training turns the precomputed tile + autocorrelation (:func:`augment_inputs`) instead of
+    recomputing the autocorrelation of each turned tile: on every lag the network sees, the two are
+    the same, for each of the 8 flips and quarter turns (drawn identically from the same seed)."""
+    from maxitrack.model import AC_CROP
+    from maxitrack.tiles import network_input
+    from maxitrack.train import augment, augment_inputs
+
+    rng = np.random.default_rng(3)
+    tiles = rng.normal(0, 1, (24, 64, 64)).astype(np.float32)
+    yy, xx = np.mgrid[:64, :64]
+    for t in tiles:  # stars, each elongated along a random direction, some doubled: no symmetry to hide a wrong turn
+        for _ in range(6):
+            y0, x0, dy, dx = rng.uniform(8, 56), rng.uniform(8, 56), rng.uniform(-4, 4), rng.uniform(0, 6)
+            t += 20 * np.exp(-((yy - y0) ** 2 + (xx - x0) ** 2) / 4)
+            t += 10 * np.exp(-((yy - y0 - dy) ** 2 + (xx - x0 - dx) ** 2) / 4)
+    assert set(np.random.default_rng(7).integers(0, 8, size=24)) == set(range(8))
+    expected = network_input(augment(tiles, np.random.default_rng(7))[..., None], "tile+autocorr")
+    got = augment_inputs(network_input(tiles[..., None], "tile+autocorr"), np.random.default_rng(7))
+    np.testing.assert_array_equal(got[..., 0], expected[..., 0])
+    h, c = 32, min(64, AC_CROP) // 2
+    lags = (slice(None), slice(h - c + 1, h + c), slice(h - c + 1, h + c), 1)  # all lags but -T/2
+    np.testing.assert_allclose(got[lags], expected[lags], atol=1e-5)
+    assert np.abs(expected[lags]).max() > 0.5
+
+
+def test_a_run_trained_with_train_only_is_exported_without_its_training_frames(tmp_path):
+    """--train-only stops before the calibration and the export (which need TensorFlow; the
+    training may run with another Keras backend). The same command without it, on the work
+    directory alone, calibrates and exports without the training frames: the state keeps their
+    prior."""
+    import json
+    import shutil
+
+    from maxitrack.train import main
+
+    work = tmp_path / "work"
+    common = ["--work", str(work), "--frames", "4", "--val-frames", "2", "--frame-size", "256", "256",
+              "--epochs", "1", "--batch", "8", "--widths", "4", "4", "8", "8", "--ac-widths", "4", "4", "8", "8",
+              "--out", str(tmp_path / "net")]
+    assert main(common + ["--train-only"]) == 0
+    assert (work / "best.keras").is_file() and not (tmp_path / "net").exists()
+    prior = json.loads((work / "state.json").read_text())["pi_train"]
+    shutil.rmtree(work / "data")
+    assert main(common) == 0
+    assert not list((work / "data").glob("train_*"))  # only the validation frames were simulated again
+    meta = json.loads((tmp_path / "net" / "metadata.json").read_text())
+    assert meta["training_priors"] == [prior]
