@@ -1,0 +1,88 @@
+"""Frame AUC and log-loss of maxitrack networks on the cached validation frames of a training run.
+
+The calibration of ``maxitrack-train`` is fitted on validation frames (split 2) with as many tiles
+as the command averages; the export logs the frame AUC of the network there. This script scores any
+number of networks on the same cached frames (the ``data/*.npz`` chunks of a work directory), so that
+a candidate and the shipped network are compared on identical frames. Each network is its Keras
+model (``model.keras`` of a network directory, or a ``.keras`` file); the frame's score is the mean
+of its tile logits, and the log-loss is that of the network's own calibration where the directory
+has one (none for a bare ``.keras`` file).
+
+Usage::
+
+    python benchmarks/tracking_validation.py --frames 'runs/gpu/calval/data/val_s1_1024x2048_t128_n12_*.npz' \\
+        --net tensorflow_models/maxitrack --net runs/gpu/A2/net [--out FILE.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+def load_frames(pattern: str) -> dict:
+    """The cached tiles, tile-to-frame index and frame labels of the chunks matching ``pattern``."""
+    paths = sorted(glob.glob(pattern))
+    if not paths:
+        raise SystemExit(f"tracking_validation: error: {pattern}: no cached frames")
+    parts = [np.load(p) for p in paths]
+    records = sum((json.loads(str(p["records"])) for p in parts), [])
+    return {
+        "tiles": np.concatenate([p["tiles"] for p in parts]),
+        "frame": np.concatenate([p["frame"] for p in parts]),
+        "labels": {r["index"]: r["label"] for r in records},
+        "files": len(paths),
+    }
+
+
+def score_network(net: str, x: np.ndarray, frame: np.ndarray, labels: dict) -> dict:
+    """AUC (and calibrated log-loss, where the network has a calibration) of one network."""
+    import keras
+
+    from maxitrack.model import custom_objects
+    from maxitrack.scoring import field_logit
+    from maxitrack.train import frame_mean_logits, log_loss, roc_auc
+
+    path = Path(net)
+    model_file = path / "model.keras" if path.is_dir() else path
+    model = keras.models.load_model(model_file, custom_objects=custom_objects())
+    z = model.predict(x, batch_size=256, verbose=0).ravel()
+    frames, mean_z = frame_mean_logits(z, frame)
+    y = np.array([labels[int(f)] for f in frames])
+    row = {"net": net, "frames": len(frames), "positives": int(y.sum()), "auc": roc_auc(mean_z, y)}
+    meta = path / "metadata.json"
+    if meta.is_file():
+        m = json.loads(meta.read_text())
+        cal = m.get("extra", {}).get("calibration")
+        if cal:
+            row["log_loss"] = log_loss(np.array([field_logit([v], cal) for v in mean_z]), y)
+        row["model_id"] = m.get("extra", {}).get("model_id")
+    return row
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--frames", required=True, help="glob of cached chunks (a work directory's data/*.npz)")
+    ap.add_argument("--net", action="append", required=True, help="network directory or .keras file (repeat)")
+    ap.add_argument("--out", default=None, help="JSON file to write")
+    args = ap.parse_args(argv)
+
+    from maxitrack.train import network_inputs
+
+    data = load_frames(args.frames)
+    x = network_inputs(data["tiles"], "tile+autocorr")
+    rows = [score_network(n, x, data["frame"], data["labels"]) for n in args.net]
+    for r in rows:
+        extra = f", log-loss {r['log_loss']:.4f}" if "log_loss" in r else ""
+        print(f"{r['net']}: AUC {r['auc']:.4f}{extra} ({r['frames']} frames, {r['positives']} with an error)")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"frames": args.frames, "rows": rows}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
