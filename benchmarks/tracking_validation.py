@@ -17,27 +17,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
-
-def load_frames(pattern: str) -> dict:
-    """The cached tiles, tile-to-frame index and frame labels of the chunks matching ``pattern``."""
-    paths = sorted(glob.glob(pattern))
-    if not paths:
-        raise SystemExit(f"tracking_validation: error: {pattern}: no cached frames")
-    parts = [np.load(p) for p in paths]
-    records = sum((json.loads(str(p["records"])) for p in parts), [])
-    return {
-        "tiles": np.concatenate([p["tiles"] for p in parts]),
-        "frame": np.concatenate([p["frame"] for p in parts]),
-        "labels": {r["index"]: r["label"] for r in records},
-        "files": len(paths),
-    }
-
 
 def score_network(net: str, x: np.ndarray, frame: np.ndarray, labels: dict) -> dict:
     """AUC (and calibrated log-loss, where the network has a calibration) of one network."""
@@ -71,9 +55,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="JSON file to write")
     args = ap.parse_args(argv)
 
-    from maxitrack.train import network_inputs
+    from maxitrack.train import load_cached_frames, network_inputs
 
-    data = load_frames(args.frames)
+    data = load_cached_frames(args.frames)
     x = network_inputs(data["tiles"], "tile+autocorr")
     rows = [score_network(n, x, data["frame"], data["labels"]) for n in args.net]
     for r in rows:

@@ -170,6 +170,24 @@ def make_tiles(
     }
 
 
+def load_cached_frames(pattern: str) -> dict:
+    """The cached tiles, tile-to-frame index and frame labels of the chunks matching ``pattern``
+    (a glob of :func:`make_tiles` chunks, e.g. ``WORK/data/val_*.npz``)."""
+    import glob
+
+    paths = sorted(glob.glob(pattern))
+    if not paths:
+        raise SystemExit(f"maxitrack: error: {pattern}: no cached frames")
+    parts = [np.load(p) for p in paths]
+    records = sum((json.loads(str(p["records"])) for p in parts), [])
+    return {
+        "tiles": np.concatenate([p["tiles"] for p in parts]),
+        "frame": np.concatenate([p["frame"] for p in parts]),
+        "labels": {r["index"]: r["label"] for r in records},
+        "files": len(paths),
+    }
+
+
 def augment(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Random element of the dihedral group (flips, quarter turns) for each tile of a (B, T, T) batch."""
     out = np.empty_like(batch)

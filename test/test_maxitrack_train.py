@@ -1,5 +1,7 @@
 """maxitrack-train: --init-from starts from the given network's weights (a network of another
-architecture is refused with a one-line reason); widths options; a resume inside an epoch."""
+architecture is refused with a one-line reason); widths options; a resume inside an epoch; the
+precomputed network inputs turned with the tile; --train-only and an export from the work directory
+alone; maxitrack.ensemble."""
 
 import numpy as np
 import pytest
@@ -182,3 +184,24 @@ def test_a_run_trained_with_train_only_is_exported_without_its_training_frames(t
     assert not list((work / "data").glob("train_*"))  # only the validation frames were simulated again
     meta = json.loads((tmp_path / "net" / "metadata.json").read_text())
     assert meta["training_priors"] == [prior]
+
+
+def test_an_ensemble_outputs_the_mean_of_its_members_tile_logits():
+    """maxitrack.ensemble: one model whose tile logit is the mean of its members' (what the command
+    then averages over tiles, so the frame score is the mean of the members' frame scores); members
+    whose tile preparation differs are refused, naming the member."""
+    from maxitrack.ensemble import build_ensemble, check_members
+    from maxitrack.tiles import network_input
+
+    members = [_net(64, "tile+autocorr", seed) for seed in (1, 2, 3)]
+    x = network_input(np.random.default_rng(0).normal(0, 1, (5, 64, 64, 1)).astype(np.float32), "tile+autocorr")
+    each = [m.predict(x, verbose=0) for m in members]
+    assert np.ptp([e.mean() for e in each]) > 0  # the members differ
+    got = build_ensemble(members).predict(x, verbose=0)
+    np.testing.assert_allclose(got, np.mean(each, axis=0), rtol=1e-5, atol=1e-6)
+
+    meta = {"tile_size": 128, "normalisation": {}, "output": "logits", "extra": {"input": "tile+autocorr"}}
+    check_members([meta, meta], ["a", "b"])
+    other = dict(meta, extra={"input": "tile"})
+    with pytest.raises(SystemExit, match="b: its input differs from a's"):
+        check_members([meta, other], ["a", "b"])
