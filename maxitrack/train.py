@@ -15,7 +15,7 @@ Phases, each resumable (rerun the same command after an interruption):
    i))`` (split 1 = training, 2 = validation; the benchmark uses 3), so the data is fixed by the
    seed and each frame can be regenerated alone. The tiles that the command would look at are
    selected and normalised by :func:`maxitrack.tiles.prepare_tiles` (the same code as inference)
-   and cached in chunks under ``WORK/data``.
+   and cached in chunks under ``WORK/data`` (``--workers N``: N processes, the same cache).
 2. **Training.** The network sees each tile and its autocorrelation (``--input tile+autocorr``,
    :func:`maxitrack.tiles.network_input`: every star's shape summed at the zero lag, double images
    as side peaks). The loss (``--loss frame``) is the binary cross-entropy of the **mean tile logit
@@ -35,6 +35,11 @@ Phases, each resumable (rerun the same command after an interruption):
    frames of another size with as many tiles as the command averages (``--inference-tiles``).
 4. **Export** to ``--out`` with :func:`maximask.network.save_network` (LiteRT model, Keras model,
    metadata with the training prior, the tile selection, the calibration and this command).
+
+``--train-only`` stops after phase 2. Training needs only Keras, so it can run with another backend
+(``KERAS_BACKEND=jax`` on a GPU machine without TensorFlow; ``scripts/maxitrack_gpu_runs.sh``). The
+same command without ``--train-only``, on the work directory alone (the training frames are not
+needed again: the state keeps their prior), then calibrates and exports where TensorFlow is.
 """
 
 from __future__ import annotations
