@@ -64,8 +64,9 @@ def prepare(args, tile: int, selection: dict, normalisation: dict, work: Path) -
     tag = f"s{args.seed}_{args.size[0]}x{args.size[1]}_t{tile}"
     files = []
     t0 = time.time()
-    for c0 in range(0, args.frames, CHUNK):
-        c1 = min(args.frames, c0 + CHUNK)
+    last = args.first + args.frames
+    for c0 in range(args.first, last, CHUNK):
+        c1 = min(last, c0 + CHUNK)
         path = work / f"tiles_{tag}_{c0:05d}_{c1:05d}.npz"
         files.append(path)
         if path.exists():
@@ -89,7 +90,7 @@ def prepare(args, tile: int, selection: dict, normalisation: dict, work: Path) -
         tmp = path.with_suffix(".tmp.npz")
         np.savez(tmp, tiles=np.concatenate(tiles), records=np.array(json.dumps(recs)))
         tmp.replace(path)
-        print(f"{c1}/{args.frames} frames simulated ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+        print(f"{c1 - args.first}/{args.frames} frames simulated ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
     return files
 
 
@@ -148,6 +149,8 @@ def table(rows, header):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=500)
+    ap.add_argument("--first", type=int, default=0,
+                    help="index of the first frame (a multiple of 25: frames FIRST .. FIRST + FRAMES - 1)")
     ap.add_argument("--size", type=int, nargs=2, default=(512, 1024), metavar=("H", "W"))
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--net_dir", default=None)
@@ -155,6 +158,8 @@ def main(argv=None) -> int:
     ap.add_argument("--prepare-only", action="store_true",
                     help="only simulate the frames and cache their tiles (no network needed)")
     args = ap.parse_args(argv)
+    if args.first % CHUNK:
+        ap.error(f"--first must be a multiple of {CHUNK} (the cache's chunks)")
     from maximask.resources import default_net_dir
     from maxitrack.cli import Scorer
 
@@ -181,7 +186,8 @@ def main(argv=None) -> int:
     t5, thr5 = tpr_at_fpr(z, y, 0.05)
     f95, thr95 = fpr_at_tpr(z, y, 0.95)
     lines = [
-        f"# maxitrack quality: {len(recs)} held-out frames {args.size[0]}x{args.size[1]} "
+        f"# maxitrack quality: {len(recs)} held-out frames {args.size[0]}x{args.size[1]}"
+        f"{f' (frames {args.first}-{args.first + args.frames - 1})' if args.first else ''} "
         f"({int(y.sum())} with a tracking error), seed {args.seed} split 3, network {scorer.net.model_id}, "
         f"{n_tiles} tiles per frame, scores at the training prior {pi:.3f}",
         "",
