@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from maximask.classes import INDEX
-from maximask.context import _block_counts, _block_sums, upsample
+from maximask.context import BlockSmoothing, add_block_sums, upsample
 from maximask.engine import infer
 from maximask.metrics import ScoreHistogram, class_metrics
 from maximask.network import Network
@@ -52,9 +52,10 @@ def smooth_plane(plane: np.ndarray, block: int) -> np.ndarray:
     h, w = plane.shape
     if block == 0:
         return np.full(plane.shape, plane.mean(dtype=np.float64), np.float32)
-    counts = np.outer(_block_counts(h, block), _block_counts(w, block))
-    means = (_block_sums(plane.astype(np.float32), block) / counts).astype(np.float32)
-    return upsample(means[None], block, slice(0, h), slice(0, w))[0]
+    counts = BlockSmoothing(block, ()).block_counts(plane.shape)
+    sums = np.zeros(counts.shape, np.float64)
+    add_block_sums(sums, plane, 0, 0, block)
+    return upsample((sums / counts).astype(np.float32)[None], block, slice(0, h), slice(0, w))[0]
 
 
 def main(argv=None) -> int:

@@ -512,11 +512,12 @@ def main(argv=None) -> int:
         )
     log(f"network: {tile_model_of(model).count_params()} parameters, input {args.input}, {args.loss} loss, "
         f"{steps_per_epoch} steps per epoch")
-    if not finished:
+    if val is not None:
         t0 = time.time()
-        x_train = network_inputs(train["tiles"], args.input, args.workers)
         x_val = network_inputs(val["tiles"], args.input, args.workers)
         yv_frames = np.array([r["label"] for r in val["records"]])
+        if not finished:
+            x_train = network_inputs(train["tiles"], args.input, args.workers)
         log(f"network inputs computed ({time.time() - t0:.0f} s)")
     # SIGTERM/SIGINT only set a flag: the loop checkpoints at the next step and exits 128 + signal
     with signals_as_flag() as stop:
