@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -72,9 +73,8 @@ def main(argv=None) -> int:
     shipped = net.metadata.smoothing
     if not shipped or "FR" not in shipped.get("classes", []):
         raise SystemExit(f"fringe_blocks: error: {args.net_dir}: the network does not smooth FR")
-    plain = copy.copy(net)
-    plain.metadata = copy.copy(net.metadata)
-    plain.metadata.smoothing = None
+    plain = copy.copy(net)  # the same loaded network, without the smoothing
+    plain.metadata = dataclasses.replace(net.metadata, smoothing=None)
     fr = INDEX["FR"]
     results, checked = {}, None
     t0 = time.time()

@@ -23,28 +23,29 @@ from pathlib import Path
 
 import numpy as np
 
-def score_network(net: str, x: np.ndarray, frame: np.ndarray, labels: dict) -> dict:
-    """AUC (and calibrated log-loss, where the network has a calibration) of one network."""
+
+def score_network(net: str, inputs, frame: np.ndarray, labels: dict) -> dict:
+    """AUC (and calibrated log-loss, where the network has a calibration) of one network;
+    ``inputs(kind)`` gives the network inputs of the frames' tiles for the network's input kind."""
     import keras
 
     from maxitrack.model import custom_objects
-    from maxitrack.scoring import field_logit
-    from maxitrack.train import frame_mean_logits, log_loss, roc_auc
+    from maxitrack.train import calibrated_log_loss, frame_mean_logits, roc_auc
 
     path = Path(net)
+    meta_file = path / "metadata.json"
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    extra = meta.get("extra", {})
     model_file = path / "model.keras" if path.is_dir() else path
     model = keras.models.load_model(model_file, custom_objects=custom_objects())
-    z = model.predict(x, batch_size=256, verbose=0).ravel()
+    z = model.predict(inputs(extra.get("input", "tile+autocorr")), batch_size=256, verbose=0).ravel()
     frames, mean_z = frame_mean_logits(z, frame)
     y = np.array([labels[int(f)] for f in frames])
     row = {"net": net, "frames": len(frames), "positives": int(y.sum()), "auc": roc_auc(mean_z, y)}
-    meta = path / "metadata.json"
-    if meta.is_file():
-        m = json.loads(meta.read_text())
-        cal = m.get("extra", {}).get("calibration")
-        if cal:
-            row["log_loss"] = log_loss(np.array([field_logit([v], cal) for v in mean_z]), y)
-        row["model_id"] = m.get("extra", {}).get("model_id")
+    if extra.get("calibration"):
+        row["log_loss"] = calibrated_log_loss(mean_z, y, extra["calibration"])
+    if meta:
+        row["model_id"] = extra.get("model_id")
     return row
 
 
@@ -58,8 +59,14 @@ def main(argv=None) -> int:
     from maxitrack.train import load_cached_frames, network_inputs
 
     data = load_cached_frames(args.frames)
-    x = network_inputs(data["tiles"], "tile+autocorr")
-    rows = [score_network(n, x, data["frame"], data["labels"]) for n in args.net]
+    computed = {}  # the inputs of each input kind, computed once for all the networks that take it
+
+    def inputs(kind):
+        if kind not in computed:
+            computed[kind] = network_inputs(data["tiles"], kind)
+        return computed[kind]
+
+    rows = [score_network(n, inputs, data["frame"], data["labels"]) for n in args.net]
     for r in rows:
         extra = f", log-loss {r['log_loss']:.4f}" if "log_loss" in r else ""
         print(f"{r['net']}: AUC {r['auc']:.4f}{extra} ({r['frames']} frames, {r['positives']} with an error)")

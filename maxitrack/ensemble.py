@@ -78,8 +78,7 @@ def main(argv=None) -> int:
 
     from maximask.network import NetworkMetadata, save_network
     from maxitrack.model import custom_objects
-    from maxitrack.scoring import field_logit
-    from maxitrack.train import fit_platt, frame_mean_logits, load_cached_frames, log_loss, network_inputs, roc_auc
+    from maxitrack.train import calibrate, frame_mean_logits, load_cached_frames, network_inputs
 
     metas = []
     for net in args.member:
@@ -96,10 +95,8 @@ def main(argv=None) -> int:
     z = model.predict(network_inputs(data["tiles"], metas[0]["extra"]["input"]), batch_size=256, verbose=0).ravel()
     frames, mean_z = frame_mean_logits(z, data["frame"])
     y = np.array([data["labels"][int(f)] for f in frames])
-    calibration = fit_platt(mean_z, y)
-    calibration["fitted_on"] = f"{len(frames)} cached validation frames ({args.frames})"
-    cal_z = np.array([field_logit([v], calibration) for v in mean_z])
-    print(f"calibration {calibration}; frame AUC {roc_auc(mean_z, y):.4f}, log-loss {log_loss(cal_z, y):.4f}")
+    calibration, auc, loss = calibrate(mean_z, y, f"{len(frames)} cached validation frames ({args.frames})")
+    print(f"calibration {calibration}; frame AUC {auc:.4f}, log-loss {loss:.4f}")
 
     ref = metas[0]
     ids = [m["extra"].get("model_id") for m in metas]

@@ -303,6 +303,28 @@ def log_loss(logits: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))))
 
 
+def calibrated_log_loss(mean_z: np.ndarray, y: np.ndarray, calibration: dict) -> float:
+    """Log-loss of frame labels ``y`` under the calibrated scores of their mean tile logits, mapped
+    as the command maps them (:func:`maxitrack.scoring.field_logit`)."""
+    from maxitrack.scoring import field_logit
+
+    return log_loss(np.array([field_logit([v], calibration) for v in mean_z]), y)
+
+
+def calibrate(mean_z: np.ndarray, y: np.ndarray, fitted_on: str) -> tuple:
+    """Platt calibration of validation frames' mean tile logits.
+
+    Returns
+    -------
+    tuple
+        ``(calibration, auc, log_loss)``: the calibration dict (:func:`fit_platt`, with
+        ``fitted_on``), the frames' AUC and their log-loss once calibrated.
+    """
+    calibration = fit_platt(mean_z, y)
+    calibration["fitted_on"] = fitted_on
+    return calibration, roc_auc(mean_z, y), calibrated_log_loss(mean_z, y, calibration)
+
+
 def _init_weights(source: str, net, objects: dict) -> list:
     """The weights of the tile network in ``source`` (a network directory or a .keras file), which
     must have the architecture of ``net``; SystemExit with a one-line reason otherwise."""
@@ -582,7 +604,6 @@ def main(argv=None) -> int:
         log(f"trained ({state['epoch']} epochs, best {best}); rerun without --train-only to calibrate and export")
         return 0
     from maximask.network import NetworkMetadata, save_network
-    from maxitrack.scoring import field_logit
 
     model = keras.models.load_model(best, custom_objects=custom_objects())
     # The calibration maps the mean of the tile logits that the command averages, and the mean of
@@ -598,10 +619,9 @@ def main(argv=None) -> int:
     zv = model.predict(x_val, batch_size=128, verbose=0).ravel()
     frames, mean_z = frame_mean_logits(zv, val["frame"])
     yv = yv_frames[frames]
-    calibration = fit_platt(mean_z, yv)
-    calibration["fitted_on"] = f"{len(frames)} validation frames {cal_shape[0]}x{cal_shape[1]}, {cal_k} tiles each"
-    cal_z = np.array([field_logit([z], calibration) for z in mean_z])
-    log(f"calibration {calibration}; validation frame AUC {roc_auc(mean_z, yv):.4f}, log-loss {log_loss(cal_z, yv):.4f}")
+    calibration, auc, loss = calibrate(
+        mean_z, yv, f"{len(frames)} validation frames {cal_shape[0]}x{cal_shape[1]}, {cal_k} tiles each")
+    log(f"calibration {calibration}; validation frame AUC {auc:.4f}, log-loss {loss:.4f}")
     best_epoch = min(state["history"], key=lambda h: h.get(crit, np.inf))["epoch"]
     meta = NetworkMetadata(
         name="maxitrack",

@@ -149,3 +149,23 @@ def logit_planes():
     import numpy as np
 
     return lambda lg: np.moveaxis(lg, -1, 0).copy()
+
+
+@pytest.fixture(scope="module")
+def one_class_added(network, with_metadata, logit_planes):
+    """``one_class_added(image, cls, **entries) -> (alone, got)``: the test network's logit planes
+    without and with those metadata entries (a score the engine adds to class ``cls``), after
+    checking that every other class is unchanged to the bit."""
+    import numpy as np
+
+    from maximask.classes import ABBRS
+    from maximask.engine import infer
+
+    def run(image, cls, **entries):
+        alone = infer(image, network, batch_size=3, tile_transform=logit_planes)
+        got = infer(image, with_metadata(**entries), batch_size=3, tile_transform=logit_planes)
+        others = [c for c in range(len(ABBRS)) if c != ABBRS.index(cls)]
+        np.testing.assert_array_equal(got[others], alone[others])
+        return alone, got
+
+    return run
