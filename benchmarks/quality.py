@@ -9,6 +9,12 @@ normalisation, tiling with the network's margin, LiteRT inference
 Reported per class: ROC AUC, TPR at FPR 1e-3 and 1e-2, average precision, best F1 (all invariant to
 the prior modification, which is a per-class monotonic shift of the logits).
 
+The held-out table also gives each class's ROC AUC a 95 % interval from a frame bootstrap
+(:func:`maximask.metrics.frame_bootstrap_auc`, ``--bootstrap`` replicates, fixed seed
+:data:`BOOTSTRAP_SEED`): the frames are drawn with replacement and the pooled AUC recomputed. It says
+how far the figure would move on another draw of as many frames; a class present in few frames has a
+wide one.
+
 ``--thresholds`` instead runs on the *validation* stream of the training seed (spawn key 1, which
 the training loop only monitors) and writes ``data/configs/classes.thresh``: for each class, the
 threshold on the prior-modified probability that maximises the F1 score on the validation pixels,
@@ -43,6 +49,7 @@ import numpy as np
 from maximask.classes import ABBRS
 from maximask.engine import infer
 from maximask.metrics import (FRAME_QUANTILE, MAX_CLEAN_FLAGGED, MIN_LIFT, ScoreHistogram, all_metrics,
+                              bootstrap_interval, frame_bootstrap_auc,
                               mask_logit_threshold)
 from maximask.network import Network
 from maximask.resources import default_config_dir, default_net_dir
@@ -52,6 +59,9 @@ HELDOUT_SEED = 909_090_17  # never used by training (maximask.train.DEFAULT_SEED
 N_FRAMES = 24
 FRAME_SHAPE = (2048, 2048)
 N_VALID_FRAMES = 32
+#: Frame-bootstrap replicates of the held-out AUC intervals, and the seed of their draws.
+BOOTSTRAP_REPLICATES = 2000
+BOOTSTRAP_SEED = 20261124
 VALID_SHAPE = (1024, 1024)
 
 
@@ -67,22 +77,36 @@ def frames(seed_seqs, shape):
 def score(network, frame_iter, per_frame=False):
     """Accumulate the network's logits against the truth of each frame.
 
-    Returns the histogram of all frames, the number of frames and, with ``per_frame``, the negative
-    pixels' histograms of each frame, shape (n_frames, n_classes, n_bins) (int32; ~1.8 MB a frame).
+    Returns the histogram of all frames, the number of frames and, with ``per_frame``, the positive
+    and negative pixels' histograms of each frame, each of shape (n_frames, n_classes, n_bins)
+    (int32; ~1.8 MB a frame each), else None.
     """
     hist = ScoreHistogram(len(network.metadata.classes))
-    neg_frames, n = [], 0
+    pos_frames, neg_frames, n = [], [], 0
     for image, truth in frame_iter:
         logits = infer(image, network, batch_size=1, tile_transform=lambda lg: np.moveaxis(lg, -1, 0))
         if per_frame:
             one = ScoreHistogram(len(network.metadata.classes))
             one.add(logits, truth)
             hist.merge(one)
+            pos_frames.append(one.pos.astype(np.int32))
             neg_frames.append(one.neg.astype(np.int32))
         else:
             hist.add(logits, truth)
         n += 1
-    return hist, n, (np.array(neg_frames) if per_frame else None)
+    return hist, n, ((np.array(pos_frames), np.array(neg_frames)) if per_frame else None)
+
+
+def add_intervals(metrics: dict, replicates: np.ndarray, n_boot: int, seed: int) -> dict:
+    """Each class's 95 % frame-bootstrap interval of its ROC AUC (``auc_ci95``, and the number of
+    replicates that hold the class, ``auc_ci95_replicates``) added to ``metrics``;
+    ``replicates`` has shape (n_boot, n_classes). Returns the description of the method."""
+    for c, name in enumerate(metrics):
+        lo, hi, n_valid = bootstrap_interval(replicates[:, c])
+        metrics[name]["auc_ci95"] = None if lo is None else [lo, hi]
+        metrics[name]["auc_ci95_replicates"] = n_valid
+    return {"replicates": n_boot, "seed": seed, "unit": "frame",
+            "interval": "2.5th-97.5th percentiles of the pooled ROC AUC over frames drawn with replacement"}
 
 
 def mask_scores(hist: ScoreHistogram, names, thresholds, training_priors, priors) -> dict:
@@ -117,14 +141,19 @@ def mask_scores(hist: ScoreHistogram, names, thresholds, training_priors, priors
 
 def markdown_table(metrics: dict) -> str:
     """Per-class metrics as a markdown table."""
-    rows = ["| class | pixels (pos) | ROC AUC | TPR @ FPR 1e-3 | TPR @ FPR 1e-2 | AP | best F1 |",
-            "|---|---:|---:|---:|---:|---:|---:|"]
+    with_ci = any("auc_ci95" in m for m in metrics.values())
+    ci_head, ci_rule = (" AUC 95 % interval (frames resampled) |", "---:|") if with_ci else ("", "")
+    rows = [f"| class | pixels (pos) | ROC AUC |{ci_head} TPR @ FPR 1e-3 | TPR @ FPR 1e-2 | AP | best F1 |",
+            f"|---|---:|---:|{ci_rule}---:|---:|---:|---:|"]
 
     def f(v, d=4):
         return "n/a" if v is None else f"{v:.{d}f}"
 
     for name, m in metrics.items():
-        rows.append(f"| {name} | {m['n_pos']} | {f(m['auc'])} | {f(m['tpr_at_fpr_1e-3'], 3)} | "
+        ci = ""
+        if with_ci:
+            ci = " n/a |" if m.get("auc_ci95") is None else f" {f(m['auc_ci95'][0])}-{f(m['auc_ci95'][1])} |"
+        rows.append(f"| {name} | {m['n_pos']} | {f(m['auc'])} |{ci} {f(m['tpr_at_fpr_1e-3'], 3)} | "
                     f"{f(m['tpr_at_fpr_1e-2'], 3)} | {f(m['ap'], 3)} | {f(m['best_f1'], 3)} |")
     return "\n".join(rows) + "\n"
 
@@ -222,6 +251,9 @@ def main(argv=None):
                    help="with --thresholds: root seed(s) of the validation streams, --frames frames of "
                         "each (default: the network's training seed, from its metadata); to score two "
                         "networks on the same frames")
+    p.add_argument("--bootstrap", type=int, default=BOOTSTRAP_REPLICATES, metavar="N",
+                   help="held-out mode: N frame-bootstrap replicates for each class's AUC interval "
+                        f"(default {BOOTSTRAP_REPLICATES}; 0: none)")
     args = p.parse_args(argv)
 
     net = Network(args.net_dir, num_threads=args.threads)
@@ -238,8 +270,15 @@ def main(argv=None):
         n = args.frames or N_FRAMES
         seqs = [np.random.SeedSequence(HELDOUT_SEED, spawn_key=(i,)) for i in range(n)]
         shape, what = FRAME_SHAPE, f"held-out: root seed {HELDOUT_SEED}, spawn_key (i,)"
-    hist, n_done, neg_frames = score(net, frames(seqs, shape), per_frame=args.rule == "frame-cap")
+    held_out = not (args.thresholds or args.score_thresh)
+    bootstrap = held_out and args.bootstrap > 0
+    hist, n_done, per_frame = score(net, frames(seqs, shape), per_frame=args.rule == "frame-cap" or bootstrap)
+    neg_frames = None if per_frame is None else per_frame[1]
     metrics = all_metrics(hist, list(net.metadata.classes))
+    method = None
+    if bootstrap:
+        replicates = frame_bootstrap_auc(per_frame[0][None], per_frame[1][None], args.bootstrap, BOOTSTRAP_SEED)[0]
+        method = add_intervals(metrics, replicates, args.bootstrap, BOOTSTRAP_SEED)
     result = {
         "net_dir": str(args.net_dir),
         "model_id": net.model_id,
@@ -250,6 +289,8 @@ def main(argv=None):
         "command": "python benchmarks/quality.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "metrics": metrics,
     }
+    if method:
+        result["auc_ci95_method"] = method
     if args.score_thresh:
         from maximask.config import read_priors, read_thresholds
 

@@ -34,12 +34,13 @@ import numpy as np
 
 from maximask.classes import ABBRS
 from maximask.engine import infer
-from maximask.metrics import ScoreHistogram, all_metrics
+from maximask.metrics import (ScoreHistogram, all_metrics, bootstrap_interval, frame_bootstrap_auc,
+                              roc_auc_counts)
 from maximask.network import Network
 from maximask.resources import default_net_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import FRAME_SHAPE, HELDOUT_SEED, N_FRAMES, frames  # noqa: E402
+from quality import BOOTSTRAP_REPLICATES, BOOTSTRAP_SEED, FRAME_SHAPE, HELDOUT_SEED, N_FRAMES, frames  # noqa: E402
 from results_io import write_json  # noqa: E402
 
 #: The reference's probabilities are float32 sigmoids: 0 and 1 are clipped this far in before the logit.
@@ -84,47 +85,125 @@ def table(ours: dict, ref: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def paired_differences(pos_frames, neg_frames, n_boot: int, seed: int) -> dict:
+    """Per class: our AUC minus the reference's, its 95 % frame-bootstrap interval (the same frames
+    drawn for both networks) and the share of replicates in which ours is at least as high.
+
+    ``pos_frames``, ``neg_frames``: shape (2, n_frames, n_classes, n_bins), ours first."""
+    reps = frame_bootstrap_auc(pos_frames, neg_frames, n_boot, seed)
+    point = roc_auc_counts(np.asarray(pos_frames).sum(1), np.asarray(neg_frames).sum(1))
+    out = {}
+    for c, name in enumerate(ABBRS):
+        d = reps[0, :, c] - reps[1, :, c]
+        lo, hi, n_valid = bootstrap_interval(d)
+        ok = np.isfinite(d)
+        diff = point[0, c] - point[1, c]
+        out[name] = {
+            "auc_ours": None if np.isnan(point[0, c]) else float(point[0, c]),
+            "auc_reference": None if np.isnan(point[1, c]) else float(point[1, c]),
+            "difference": None if np.isnan(diff) else float(diff),
+            "difference_ci95": None if lo is None else [lo, hi],
+            "ours_at_least_as_high": float((d[ok] >= 0).mean()) if ok.any() else None,
+            "replicates": n_valid,
+        }
+    return out
+
+
+def difference_table(diffs: dict) -> str:
+    """Markdown table of :func:`paired_differences`."""
+    lines = ["| class | ROC AUC, ours | ROC AUC, MaxiMask 1.4.1 | ours - MaxiMask | 95 % interval (frames "
+             "resampled) | replicates with ours >= MaxiMask |", "|---|---:|---:|---:|---:|---:|"]
+
+    def f(v, fmt="{:.4f}"):
+        return "—" if v is None else fmt.format(v)
+
+    for c, d in diffs.items():
+        ci = "—" if d["difference_ci95"] is None else f"{d['difference_ci95'][0]:+.4f} to {d['difference_ci95'][1]:+.4f}"
+        lines.append(f"| {c} | {f(d['auc_ours'])} | {f(d['auc_reference'])} | {f(d['difference'], '{:+.4f}')} | "
+                     f"{ci} | {f(d['ours_at_least_as_high'], '{:.3f}')} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--reference", required=True, help="the MaxiMask 1.4.1 command (in its own venv)")
+    p.add_argument("--reference", default=None, help="the MaxiMask 1.4.1 command (in its own venv)")
     p.add_argument("--net-dir", default=str(default_net_dir()))
     p.add_argument("--frames", type=int, default=N_FRAMES,
                    help=f"the first N held-out frames (default {N_FRAMES})")
     p.add_argument("--out", default=None, help="JSON results")
     p.add_argument("--markdown", default=None, help="markdown table")
+    p.add_argument("--save-frames", default=None, metavar="FILE.npz",
+                   help="also save both networks' per-frame score histograms (tens of MB; not for the repo)")
+    p.add_argument("--load-frames", default=None, metavar="FILE.npz",
+                   help="score from histograms saved by --save-frames instead of running the networks")
+    p.add_argument("--bootstrap", type=int, default=BOOTSTRAP_REPLICATES, metavar="N",
+                   help=f"frame-bootstrap replicates of the paired differences (default {BOOTSTRAP_REPLICATES})")
     args = p.parse_args(argv)
-    net = Network(args.net_dir)
-    hists = {"ours": ScoreHistogram(len(ABBRS)), "reference": ScoreHistogram(len(ABBRS))}
-    seconds = {"ours": 0.0, "reference": 0.0}
+    if (args.reference is None) == (args.load_frames is None):
+        p.error("give exactly one of --reference and --load-frames")
     t0 = time.time()
-    with tempfile.TemporaryDirectory() as tmp:
-        seqs = [np.random.SeedSequence(HELDOUT_SEED, spawn_key=(i,)) for i in range(args.frames)]
-        for i, (image, truth) in enumerate(frames(seqs, FRAME_SHAPE)):
-            t = time.time()
-            ours = infer(image, net, batch_size=1, tile_transform=lambda lg: np.moveaxis(lg, -1, 0))
-            hists["ours"].add(ours, truth)
-            seconds["ours"] += time.time() - t
-            t = time.time()
-            hists["reference"].add(reference_logits(args.reference, image, Path(tmp)), truth)
-            seconds["reference"] += time.time() - t
-            print(f"frame {i + 1}/{args.frames}: ours {seconds['ours']:.0f} s, "
-                  f"reference {seconds['reference']:.0f} s so far", file=sys.stderr, flush=True)
-    metrics = {k: all_metrics(h, list(ABBRS)) for k, h in hists.items()}
+    if args.load_frames:
+        saved = np.load(args.load_frames)
+        pos, neg = saved["pos"], saved["neg"]
+        model_id, reference = str(saved["model_id"]), str(saved["reference"])
+        seconds = {k: float(v) for k, v in zip(("ours", "reference"), saved["seconds"])}
+    else:
+        pos, neg, seconds, model_id = run_both(args)
+        reference = f"MaxiMask 1.4.1 ({args.reference})"
+        if args.save_frames:
+            np.savez_compressed(args.save_frames, pos=pos, neg=neg, model_id=model_id, reference=reference,
+                                seconds=[seconds["ours"], seconds["reference"]])
+    metrics = {}
+    for k, name in enumerate(("ours", "reference")):
+        hist = ScoreHistogram(len(ABBRS))
+        hist.pos, hist.neg = pos[k].sum(0).astype(np.int64), neg[k].sum(0).astype(np.int64)
+        metrics[name] = all_metrics(hist, list(ABBRS))
+    diffs = paired_differences(pos, neg, args.bootstrap, BOOTSTRAP_SEED)
     result = {
-        "frames": args.frames, "frame_shape": list(FRAME_SHAPE), "seed": HELDOUT_SEED,
-        "net_dir": args.net_dir, "model_id": net.model_id, "reference": f"MaxiMask 1.4.1 ({args.reference})",
+        "frames": int(pos.shape[1]), "frame_shape": list(FRAME_SHAPE), "seed": HELDOUT_SEED,
+        "net_dir": args.net_dir, "model_id": model_id, "reference": reference,
         "command": "python benchmarks/reference_maximask.py "
                    + " ".join(sys.argv[1:] if argv is None else argv),
         "seconds": {k: round(v, 1) for k, v in seconds.items()}, "wall_s": round(time.time() - t0, 1),
         "metrics": metrics,
+        "paired_differences": diffs,
+        "paired_differences_method": {
+            "replicates": args.bootstrap, "seed": BOOTSTRAP_SEED, "unit": "frame",
+            "interval": "2.5th-97.5th percentiles of (our AUC - the reference's) over frames drawn with "
+                        "replacement, the same draws for both networks"},
     }
-    md = table(metrics["ours"], metrics["reference"])
+    md = table(metrics["ours"], metrics["reference"]) + "\n" + difference_table(diffs)
     print(md)
     if args.out:
         write_json(args.out, result)
     if args.markdown:
         Path(args.markdown).write_text(md)
     return 0
+
+
+def run_both(args):
+    """Both networks on the held-out frames: per-frame histograms, shape (2, n_frames, C, n_bins)
+    (int32; ours first), seconds spent by each, our model id."""
+    net = Network(args.net_dir)
+    pos, neg = [[], []], [[], []]
+    seconds = {"ours": 0.0, "reference": 0.0}
+    with tempfile.TemporaryDirectory() as tmp:
+        seqs = [np.random.SeedSequence(HELDOUT_SEED, spawn_key=(i,)) for i in range(args.frames)]
+        for i, (image, truth) in enumerate(frames(seqs, FRAME_SHAPE)):
+            for k, name in enumerate(("ours", "reference")):
+                t = time.time()
+                if name == "ours":
+                    logits = infer(image, net, batch_size=1, tile_transform=lambda lg: np.moveaxis(lg, -1, 0))
+                else:
+                    logits = reference_logits(args.reference, image, Path(tmp))
+                one = ScoreHistogram(len(ABBRS))
+                one.add(logits, truth)
+                pos[k].append(one.pos.astype(np.int32))
+                neg[k].append(one.neg.astype(np.int32))
+                seconds[name] += time.time() - t
+            print(f"frame {i + 1}/{args.frames}: ours {seconds['ours']:.0f} s, "
+                  f"reference {seconds['reference']:.0f} s so far", file=sys.stderr, flush=True)
+    return np.array(pos), np.array(neg), seconds, net.model_id
 
 
 if __name__ == "__main__":

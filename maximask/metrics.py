@@ -67,6 +67,89 @@ def _counts_above(pos: np.ndarray, neg: np.ndarray):
     return tp, fp, f1
 
 
+def roc_auc_counts(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """ROC AUC from score histograms, over the last axis (any leading axes: classes, replicates).
+
+    Parameters
+    ----------
+    pos, neg : ndarray, shape (..., n_bins)
+        Counts of positive and negative pixels per logit bin, bins in increasing logit.
+
+    Returns
+    -------
+    ndarray, float64, shape (...)
+        P(score_pos > score_neg) + 0.5 P(same bin); NaN where there is no positive or no negative.
+    """
+    pos = np.asarray(pos, np.float64)
+    neg = np.asarray(neg, np.float64)
+    n_pos, n_neg = pos.sum(-1), neg.sum(-1)
+    neg_below = np.cumsum(neg, axis=-1) - neg
+    pairs = (pos * (neg_below + 0.5 * neg)).sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((n_pos > 0) & (n_neg > 0), pairs / (n_pos * n_neg), np.nan)
+
+
+def frame_bootstrap_auc(pos_frames, neg_frames, n_boot: int, seed: int, chunk: int = 200) -> np.ndarray:
+    """ROC AUC of each class on frames drawn with replacement: the sampling spread of a benchmark.
+
+    The pixels of a frame share its conditions (seeing, sky, which contaminants it holds), so they
+    are not independent draws and a per-pixel error bar would be far too narrow; the frame is the
+    unit resampled. Several networks scored on the same frames are resampled with the *same* draws
+    (pass their histograms stacked on the first axis), so the differences between them are paired.
+
+    Parameters
+    ----------
+    pos_frames, neg_frames : ndarray, int, shape (n_nets, n_frames, n_classes, n_bins)
+        Per-frame score histograms (:class:`ScoreHistogram` ``pos`` and ``neg`` of each frame).
+    n_boot : int
+        Number of bootstrap replicates.
+    seed : int
+        Seed of the draws (the replicates are a pure function of the inputs and the seed).
+    chunk : int
+        Replicates computed at once (memory: ``chunk * n_bins`` float64 per class).
+
+    Returns
+    -------
+    ndarray, float64, shape (n_nets, n_boot, n_classes)
+        NaN where a replicate holds no positive (or no negative) pixel of the class.
+    """
+    pos_frames = np.asarray(pos_frames)
+    neg_frames = np.asarray(neg_frames)
+    n_nets, n_frames, n_classes, _ = pos_frames.shape
+    rng = np.random.default_rng(seed)
+    draws = rng.multinomial(n_frames, np.full(n_frames, 1.0 / n_frames), size=n_boot).astype(np.float64)
+    out = np.empty((n_nets, n_boot, n_classes))
+    for k in range(n_nets):
+        for c in range(n_classes):
+            pos_c = pos_frames[k, :, c].astype(np.float64)
+            neg_c = neg_frames[k, :, c].astype(np.float64)
+            for b0 in range(0, n_boot, chunk):
+                w = draws[b0:b0 + chunk]
+                out[k, b0:b0 + chunk, c] = roc_auc_counts(w @ pos_c, w @ neg_c)
+    return out
+
+
+def bootstrap_interval(replicates: np.ndarray, level: float = 0.95) -> tuple:
+    """Percentile interval of bootstrap replicates, NaN replicates left out.
+
+    Parameters
+    ----------
+    replicates : ndarray, shape (n_boot,)
+    level : float
+
+    Returns
+    -------
+    (low, high, n_valid) : (float or None, float or None, int)
+    """
+    r = np.asarray(replicates, np.float64)
+    r = r[np.isfinite(r)]
+    if r.size == 0:
+        return None, None, 0
+    q = 100 * (1 - level) / 2
+    lo, hi = np.percentile(r, [q, 100 - q])
+    return float(lo), float(hi), int(r.size)
+
+
 def class_metrics(pos: np.ndarray, neg: np.ndarray, edges: np.ndarray) -> dict:
     """Detection metrics of one class from its score histograms.
 
@@ -96,9 +179,7 @@ def class_metrics(pos: np.ndarray, neg: np.ndarray, edges: np.ndarray) -> dict:
     tpr = tp / n_pos
     fpr = fp / n_neg
     # ROC AUC = P(score_pos > score_neg) + 0.5 P(tie within a bin)
-    neg_below = np.concatenate([[0.0], np.cumsum(neg)[:-1]])
-    auc = float((pos * (neg_below + 0.5 * neg)).sum() / (n_pos * n_neg))
-    res = {"auc": auc}
+    res = {"auc": float(roc_auc_counts(pos, neg))}
     for name, f in (("tpr_at_fpr_1e-3", 1e-3), ("tpr_at_fpr_1e-2", 1e-2)):
         ok = fpr <= f
         res[name] = float(tpr[ok].max()) if ok.any() else 0.0
