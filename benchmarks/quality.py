@@ -11,7 +11,7 @@ the prior modification, which is a per-class monotonic shift of the logits).
 
 The held-out table also gives each class's ROC AUC a 95 % interval from a frame bootstrap
 (:func:`maximask.metrics.frame_bootstrap_auc`, ``--bootstrap`` replicates, fixed seed
-:data:`BOOTSTRAP_SEED`): the frames are drawn with replacement and the pooled AUC recomputed. It says
+:data:`maximask.metrics.BOOTSTRAP_SEED`): the frames are drawn with replacement and the pooled AUC recomputed. It says
 how far the figure would move on another draw of as many frames; a class present in few frames has a
 wide one.
 
@@ -48,8 +48,8 @@ import numpy as np
 
 from maximask.classes import ABBRS
 from maximask.engine import infer
-from maximask.metrics import (FRAME_QUANTILE, MAX_CLEAN_FLAGGED, MIN_LIFT, ScoreHistogram, all_metrics,
-                              bootstrap_interval, frame_bootstrap_auc,
+from maximask.metrics import (BOOTSTRAP_REPLICATES, BOOTSTRAP_SEED, FRAME_QUANTILE, MAX_CLEAN_FLAGGED, MIN_LIFT,
+                              ScoreHistogram, all_metrics, bootstrap_interval, frame_bootstrap_auc,
                               mask_logit_threshold)
 from maximask.network import Network
 from maximask.resources import default_config_dir, default_net_dir
@@ -59,9 +59,6 @@ HELDOUT_SEED = 909_090_17  # never used by training (maximask.train.DEFAULT_SEED
 N_FRAMES = 24
 FRAME_SHAPE = (2048, 2048)
 N_VALID_FRAMES = 32
-#: Frame-bootstrap replicates of the held-out AUC intervals, and the seed of their draws.
-BOOTSTRAP_REPLICATES = 2000
-BOOTSTRAP_SEED = 20261124
 VALID_SHAPE = (1024, 1024)
 
 

@@ -34,13 +34,13 @@ import numpy as np
 
 from maximask.classes import ABBRS
 from maximask.engine import infer
-from maximask.metrics import (ScoreHistogram, all_metrics, bootstrap_interval, frame_bootstrap_auc,
-                              roc_auc_counts)
+from maximask.metrics import (BOOTSTRAP_REPLICATES, BOOTSTRAP_SEED, ScoreHistogram, all_metrics, bootstrap_interval,
+                              frame_bootstrap_auc, roc_auc_counts)
 from maximask.network import Network
 from maximask.resources import default_net_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import BOOTSTRAP_REPLICATES, BOOTSTRAP_SEED, FRAME_SHAPE, HELDOUT_SEED, N_FRAMES, frames  # noqa: E402
+from quality import FRAME_SHAPE, HELDOUT_SEED, N_FRAMES, frames  # noqa: E402
 from results_io import write_json  # noqa: E402
 
 #: The reference's probabilities are float32 sigmoids: 0 and 1 are clipped this far in before the logit.

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from maximask.metrics import BOOTSTRAP_REPLICATES, BOOTSTRAP_SEED
 from maximask.sim import TRACKING_KINDS
 from maxitrack.scoring import field_logit, sigmoid
 from maxitrack.train import frame_rng, log_loss, roc_auc
@@ -50,6 +51,20 @@ def fpr_at_tpr(score, label, tpr):
 
 
 CHUNK = 25  # frames per cached file
+
+
+def intervals_line(z, y) -> str:
+    """95 % frame-bootstrap intervals of the headline figures (how far another draw of as many frames
+    could move them)."""
+    from maximask.metrics import bootstrap_interval, bootstrap_statistic
+
+    parts = []
+    for name, stat in (("ROC AUC", roc_auc), ("TPR at FPR 1%", lambda s, t: tpr_at_fpr(s, t, 0.01)[0]),
+                       ("FPR at TPR 95%", lambda s, t: fpr_at_tpr(s, t, 0.95)[0])):
+        lo, hi, _ = bootstrap_interval(bootstrap_statistic(stat, z[None], y, BOOTSTRAP_REPLICATES, BOOTSTRAP_SEED)[0])
+        parts.append(f"{name} {lo:.4f}-{hi:.4f}")
+    return (f"95 % intervals ({BOOTSTRAP_REPLICATES} frame-bootstrap replicates, seed {BOOTSTRAP_SEED}): "
+            + "; ".join(parts) + ".")
 
 
 def prepare(args, tile: int, selection: dict, normalisation: dict, work: Path) -> list:
@@ -195,6 +210,8 @@ def main(argv=None) -> int:
             [[f"{auc:.4f}", f"{acc:.4f}", f"{log_loss(z, y):.4f}", f"{t1:.4f}", f"{t5:.4f}", f"{f95:.4f}"]],
             ["ROC AUC", "accuracy at 0.5", "log-loss", "TPR at FPR 1%", "TPR at FPR 5%", "FPR at TPR 95%"],
         ),
+        "",
+        intervals_line(z, y),
         "",
         "TPR by error kind (at p >= 0.5, and at the FPR-1% threshold):",
         "",

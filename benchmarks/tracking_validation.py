@@ -3,7 +3,9 @@
 The calibration of ``maxitrack-train`` is fitted on validation frames (split 2) with as many tiles
 as the command averages; the export logs the frame AUC of the network there. This script scores any
 number of networks on the same cached frames (the ``data/*.npz`` chunks of a work directory), so that
-a candidate and the shipped network are compared on identical frames. Each network is its Keras
+a candidate and the shipped network are compared on identical frames. Each AUC gets a 95 %
+frame-bootstrap interval, and each network after the first the interval of its AUC minus the
+first's (paired: the same frames drawn for both). Each network is its Keras
 model (``model.keras`` of a network directory, or a ``.keras`` file); the frame's score is the mean
 of its tile logits, and the log-loss is that of the network's own calibration where the directory
 has one (none for a bare ``.keras`` file).
@@ -22,6 +24,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+from maximask.metrics import BOOTSTRAP_REPLICATES, BOOTSTRAP_SEED
 
 
 def score_network(net: str, inputs, frame: np.ndarray, labels: dict) -> dict:
@@ -46,7 +50,23 @@ def score_network(net: str, inputs, frame: np.ndarray, labels: dict) -> dict:
         row["log_loss"] = calibrated_log_loss(mean_z, y, extra["calibration"])
     if meta:
         row["model_id"] = extra.get("model_id")
-    return row
+    return row, mean_z, y
+
+
+def add_intervals(rows: list, mean_z: list, y: np.ndarray) -> None:
+    """Each network's 95 % frame-bootstrap interval of its AUC, and of its AUC minus the first
+    network's (the same frames drawn for all: paired), added to ``rows``."""
+    from maximask.metrics import bootstrap_interval, bootstrap_statistic
+    from maxitrack.train import roc_auc
+
+    reps = bootstrap_statistic(roc_auc, np.array(mean_z), y, BOOTSTRAP_REPLICATES, BOOTSTRAP_SEED)
+    for k, row in enumerate(rows):
+        row["auc_ci95"] = list(bootstrap_interval(reps[k])[:2])
+        if k:
+            d = reps[k] - reps[0]
+            row["auc_minus_first"] = row["auc"] - rows[0]["auc"]
+            row["auc_minus_first_ci95"] = list(bootstrap_interval(d)[:2])
+            row["replicates_above_first"] = float(np.mean(d > 0))
 
 
 def main(argv=None) -> int:
@@ -66,12 +86,24 @@ def main(argv=None) -> int:
             computed[kind] = network_inputs(data["tiles"], kind)
         return computed[kind]
 
-    rows = [score_network(n, inputs, data["frame"], data["labels"]) for n in args.net]
+    scored = [score_network(n, inputs, data["frame"], data["labels"]) for n in args.net]
+    rows = [r for r, _, _ in scored]
+    add_intervals(rows, [z for _, z, _ in scored], scored[0][2])
     for r in rows:
         extra = f", log-loss {r['log_loss']:.4f}" if "log_loss" in r else ""
-        print(f"{r['net']}: AUC {r['auc']:.4f}{extra} ({r['frames']} frames, {r['positives']} with an error)")
+        lo, hi = r["auc_ci95"]
+        print(f"{r['net']}: AUC {r['auc']:.4f} ({lo:.4f}-{hi:.4f}){extra} ({r['frames']} frames, "
+              f"{r['positives']} with an error)")
+        if "auc_minus_first" in r:
+            lo, hi = r["auc_minus_first_ci95"]
+            print(f"    minus the first: {r['auc_minus_first']:+.4f} ({lo:+.4f} to {hi:+.4f}; above it in "
+                  f"{r['replicates_above_first']:.3f} of the replicates)")
     if args.out:
-        Path(args.out).write_text(json.dumps({"frames": args.frames, "rows": rows}, indent=1) + "\n")
+        method = {"replicates": BOOTSTRAP_REPLICATES, "seed": BOOTSTRAP_SEED, "unit": "frame",
+                  "interval": "2.5th-97.5th percentiles over frames drawn with replacement, the same draws "
+                              "for every network"}
+        Path(args.out).write_text(json.dumps({"frames": args.frames, "rows": rows, "interval_method": method},
+                                             indent=1) + "\n")
     return 0
 
 

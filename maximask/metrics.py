@@ -67,6 +67,11 @@ def _counts_above(pos: np.ndarray, neg: np.ndarray):
     return tp, fp, f1
 
 
+#: Replicates of the benchmarks' frame-bootstrap intervals, and the seed of their draws.
+BOOTSTRAP_REPLICATES = 2000
+BOOTSTRAP_SEED = 20261124
+
+
 def roc_auc_counts(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
     """ROC AUC from score histograms, over the last axis (any leading axes: classes, replicates).
 
@@ -127,6 +132,31 @@ def frame_bootstrap_auc(pos_frames, neg_frames, n_boot: int, seed: int, chunk: i
                 w = draws[b0:b0 + chunk]
                 out[k, b0:b0 + chunk, c] = roc_auc_counts(w @ pos_c, w @ neg_c)
     return out
+
+
+def bootstrap_statistic(statistic, scores, labels, n_boot: int, seed: int) -> np.ndarray:
+    """A frame-level statistic (e.g. the ROC AUC of per-exposure scores) on frames drawn with replacement.
+
+    Parameters
+    ----------
+    statistic : callable
+        ``statistic(score, label) -> float``, of one network's scores and the labels of the same frames.
+    scores : ndarray, shape (n_nets, n_frames)
+        Several networks' scores of the same frames; each replicate draws the same frames for all of
+        them, so their differences are paired.
+    labels : ndarray, shape (n_frames,)
+    n_boot : int
+    seed : int
+
+    Returns
+    -------
+    ndarray, float64, shape (n_nets, n_boot)
+    """
+    scores = np.atleast_2d(np.asarray(scores, np.float64))
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, labels.size, size=(n_boot, labels.size))
+    return np.array([[statistic(s[i], labels[i]) for i in idx] for s in scores], np.float64)
 
 
 def bootstrap_interval(replicates: np.ndarray, level: float = 0.95) -> tuple:

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from maximask.metrics import ScoreHistogram, bootstrap_interval, class_metrics, frame_bootstrap_auc, roc_auc_counts
+from maximask.metrics import (ScoreHistogram, bootstrap_interval, bootstrap_statistic, class_metrics,
+                              frame_bootstrap_auc, roc_auc_counts)
 
 
 def frame_histograms(rng, n_frames, n_classes=3, shift=2.0):
@@ -75,3 +76,16 @@ def test_bootstrap_interval_percentiles():
     lo, hi, n = bootstrap_interval(np.r_[np.arange(1001.0), np.nan])
     assert (lo, hi, n) == (pytest.approx(25.0), pytest.approx(975.0), 1001)
     assert bootstrap_interval([np.nan, np.nan]) == (None, None, 0)
+
+
+def test_bootstrap_statistic_draws_the_same_frames_for_every_network():
+    rng = np.random.default_rng(5)
+    labels = rng.random(40) < 0.5
+    a = rng.normal(size=40) + labels
+    reps = bootstrap_statistic(lambda s, y: float(np.mean(s[y]) - np.mean(s[~y])), [a, a + 1.0, -a], labels, 30, seed=3)
+    assert reps.shape == (3, 30)
+    np.testing.assert_allclose(reps[1], reps[0])  # a shift does not change a difference of means
+    np.testing.assert_allclose(reps[2], -reps[0])
+    np.testing.assert_array_equal(reps, bootstrap_statistic(lambda s, y: float(np.mean(s[y]) - np.mean(s[~y])),
+                                                            [a, a + 1.0, -a], labels, 30, seed=3))
+    assert np.std(reps[0]) > 0
