@@ -1,7 +1,7 @@
 """Our network against the MaxiMask 1.4.1 network on the same held-out frames (the product's quality target).
 
 The frames are those of :mod:`benchmarks.quality` (root seed ``quality.HELDOUT_SEED``, 2048^2, the
-simulator's default mix; ``--frames`` takes the first N). Each is written to a temporary FITS file and
+simulator's default mix; ``--first`` and ``--frames`` choose them, the first 24 by default). Each is written to a temporary FITS file and
 masked by the reference's own command, ``maximask`` of MaxiMask 1.4.1 (Paillassa, Bertin & Bouy
 2020; MIT licence, code and weights on PyPI), with ``--prior_modif false --proba_thresh false``:
 its raw probabilities, which are turned back into logits. Our network runs as in
@@ -150,12 +150,15 @@ def main(argv=None) -> int:
     p.add_argument("--net-dir", default=str(default_net_dir()))
     p.add_argument("--frames", type=int, default=N_FRAMES,
                    help=f"the first N held-out frames (default {N_FRAMES})")
+    p.add_argument("--first", type=int, default=0,
+                   help="index of the first held-out frame (default 0): frames FIRST .. FIRST + N - 1")
     p.add_argument("--out", default=None, help="JSON results")
     p.add_argument("--markdown", default=None, help="markdown table")
     p.add_argument("--save-frames", default=None, metavar="FILE.npz",
                    help="also save both networks' per-frame score histograms (tens of MB; not for the repo)")
-    p.add_argument("--load-frames", default=None, metavar="FILE.npz",
-                   help="score from histograms saved by --save-frames instead of running the networks")
+    p.add_argument("--load-frames", nargs="+", default=None, metavar="FILE.npz",
+                   help="score from histograms saved by --save-frames instead of running the networks "
+                        "(several files: their frames together)")
     p.add_argument("--bootstrap", type=int, default=BOOTSTRAP_REPLICATES, metavar="N",
                    help=f"frame-bootstrap replicates of the paired differences (default {BOOTSTRAP_REPLICATES})")
     args = p.parse_args(argv)
@@ -163,10 +166,13 @@ def main(argv=None) -> int:
         p.error("give exactly one of --reference and --load-frames")
     t0 = time.time()
     if args.load_frames:
-        saved = np.load(args.load_frames)
-        pos, neg = saved["pos"], saved["neg"]
-        model_id, reference = str(saved["model_id"]), str(saved["reference"])
-        seconds = {k: float(v) for k, v in zip(("ours", "reference"), saved["seconds"])}
+        saved = [np.load(f) for f in args.load_frames]
+        model_id, reference = str(saved[0]["model_id"]), str(saved[0]["reference"])
+        if any(str(d["model_id"]) != model_id for d in saved):
+            p.error("--load-frames: the files hold different networks")
+        pos = np.concatenate([d["pos"] for d in saved], axis=1)
+        neg = np.concatenate([d["neg"] for d in saved], axis=1)
+        seconds = {k: float(sum(d["seconds"][i] for d in saved)) for i, k in enumerate(("ours", "reference"))}
     else:
         pos, neg, seconds, model_id = run_both(args)
         reference = f"MaxiMask 1.4.1 ({args.reference})"
@@ -208,7 +214,7 @@ def run_both(args):
     pos, neg = [[], []], [[], []]
     seconds = {"ours": 0.0, "reference": 0.0}
     with tempfile.TemporaryDirectory() as tmp:
-        seqs = [np.random.SeedSequence(HELDOUT_SEED, spawn_key=(i,)) for i in range(args.frames)]
+        seqs = [np.random.SeedSequence(HELDOUT_SEED, spawn_key=(i,)) for i in range(args.first, args.first + args.frames)]
         for i, (image, truth) in enumerate(frames(seqs, FRAME_SHAPE)):
             for k, name in enumerate(("ours", "reference")):
                 t = time.time()
@@ -221,7 +227,7 @@ def run_both(args):
                 pos[k].append(one.pos.astype(np.int32))
                 neg[k].append(one.neg.astype(np.int32))
                 seconds[name] += time.time() - t
-            print(f"frame {i + 1}/{args.frames}: ours {seconds['ours']:.0f} s, "
+            print(f"frame {args.first + i} ({i + 1}/{args.frames}): ours {seconds['ours']:.0f} s, "
                   f"reference {seconds['reference']:.0f} s so far", file=sys.stderr, flush=True)
     return np.array(pos), np.array(neg), seconds, net.model_id
 
