@@ -149,7 +149,7 @@ def main(argv=None) -> int:
     p.add_argument("--reference", default=None, help="the MaxiMask 1.4.1 command (in its own venv)")
     p.add_argument("--net-dir", default=str(default_net_dir()))
     p.add_argument("--frames", type=int, default=N_FRAMES,
-                   help=f"the first N held-out frames (default {N_FRAMES})")
+                   help=f"N held-out frames, from --first (default {N_FRAMES})")
     p.add_argument("--first", type=int, default=0,
                    help="index of the first held-out frame (default 0): frames FIRST .. FIRST + N - 1")
     p.add_argument("--out", default=None, help="JSON results")
