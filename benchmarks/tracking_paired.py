@@ -6,7 +6,7 @@ frames FIRST .. FIRST + N - 1). Each network scores each frame as the command do
 network's own calibration (:func:`maxitrack.scoring.field_logit`). Reported per network: ROC AUC,
 calibrated log-loss, FPR at TPR 95 %; and for each network after the first, its AUC minus the
 first's with a 95 % interval from frames drawn with replacement, the same draws for every network
-(:func:`maximask.metrics.bootstrap_statistic`).
+(:func:`tracking_validation.add_intervals`).
 
 Usage::
 
@@ -26,10 +26,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tracking_quality import CHUNK, fpr_at_tpr  # noqa: E402
+from tracking_validation import add_intervals  # noqa: E402
 
 
 def main(argv=None) -> int:
-    from maximask.metrics import BOOTSTRAP_REPLICATES, BOOTSTRAP_SEED, bootstrap_interval, bootstrap_statistic
+    from maximask.metrics import BOOTSTRAP_REPLICATES, BOOTSTRAP_SEED
     from maxitrack.cli import Scorer
     from maxitrack.scoring import field_logit
     from maxitrack.train import log_loss, roc_auc
@@ -66,24 +67,16 @@ def main(argv=None) -> int:
             z[k] += [field_logit(tl[a:b], sc.calibration) for a, b in zip(bounds[:-1], bounds[1:])]
         y += [r["label"] for r in recs]
     z, y = np.array(z), np.array(y)
-    reps = bootstrap_statistic(roc_auc, z, y, BOOTSTRAP_REPLICATES, BOOTSTRAP_SEED)
-    rows = []
-    for k, (net, sc) in enumerate(zip(args.net, scorers)):
-        row = {"net": net, "model_id": sc.net.model_id, "auc": roc_auc(z[k], y),
-               "auc_ci95": list(bootstrap_interval(reps[k])[:2]), "log_loss": log_loss(z[k], y),
-               "fpr_at_tpr_95": fpr_at_tpr(z[k], y, 0.95)[0]}
-        if k:
-            d = reps[k] - reps[0]
-            row["auc_minus_first"] = row["auc"] - rows[0]["auc"]
-            row["auc_minus_first_ci95"] = list(bootstrap_interval(d)[:2])
-            row["replicates_above_first"] = float(np.mean(d > 0))
-        rows.append(row)
+    rows = [{"net": net, "model_id": sc.net.model_id, "auc": roc_auc(z[k], y), "log_loss": log_loss(z[k], y),
+             "fpr_at_tpr_95": fpr_at_tpr(z[k], y, 0.95)[0]} for k, (net, sc) in enumerate(zip(args.net, scorers))]
+    add_intervals(rows, z, y)
+    for row in rows:
         extra = ""
-        if k:
+        if "auc_minus_first" in row:
             lo, hi = row["auc_minus_first_ci95"]
             extra = (f"; minus the first {row['auc_minus_first']:+.4f} ({lo:+.4f} to {hi:+.4f}, above in "
                      f"{row['replicates_above_first']:.3f})")
-        print(f"{net} ({row['model_id']}): AUC {row['auc']:.4f} ({row['auc_ci95'][0]:.4f}-{row['auc_ci95'][1]:.4f}), "
+        print(f"{row['net']} ({row['model_id']}): AUC {row['auc']:.4f} ({row['auc_ci95'][0]:.4f}-{row['auc_ci95'][1]:.4f}), "
               f"log-loss {row['log_loss']:.4f}, FPR at TPR 95 % {row['fpr_at_tpr_95']:.4f}{extra}")
     print(f"{len(y)} frames ({int(y.sum())} with an error), {args.size[0]}x{args.size[1]}, "
           f"frames {args.first}-{args.first + args.frames - 1}")
