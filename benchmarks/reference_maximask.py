@@ -95,11 +95,13 @@ def table(ours: dict, ref: dict) -> str:
 
 def paired_differences(pos_frames, neg_frames, n_boot: int, seed: int) -> dict:
     """Per class: our AUC minus the reference's, its 95 % frame-bootstrap interval (the same frames
-    drawn for both networks) and the share of replicates in which ours is at least as high.
+    drawn for both networks), the share of replicates in which ours is at least as high, and
+    :func:`frames_to_resolve`.
 
     ``pos_frames``, ``neg_frames``: shape (2, n_frames, n_classes, n_bins), ours first."""
+    pos_frames, neg_frames = np.asarray(pos_frames), np.asarray(neg_frames)
     reps = frame_bootstrap_auc(pos_frames, neg_frames, n_boot, seed)
-    point = roc_auc_counts(np.asarray(pos_frames).sum(1), np.asarray(neg_frames).sum(1))
+    point = roc_auc_counts(pos_frames.sum(1), neg_frames.sum(1))
     out = {}
     for c, name in enumerate(ABBRS):
         d = reps[0, :, c] - reps[1, :, c]
@@ -113,7 +115,7 @@ def paired_differences(pos_frames, neg_frames, n_boot: int, seed: int) -> dict:
             "difference_ci95": None if lo is None else [lo, hi],
             "ours_at_least_as_high": float((d[ok] >= 0).mean()) if ok.any() else None,
             "replicates": n_valid,
-            "frames_to_resolve": frames_to_resolve(d[ok], diff, np.asarray(pos_frames).shape[1]),
+            "frames_to_resolve": frames_to_resolve(d[ok], diff, pos_frames.shape[1]),
         }
     return out
 
