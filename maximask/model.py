@@ -29,6 +29,12 @@ import dataclasses
 import math
 
 STEM = 4  # space-to-depth factor of the stem
+#: The output channel the cosmic-ray refinement adds to (CR, first in :data:`maximask.classes.ABBRS`).
+CR_CLASS = 0
+#: Radius of the cosmic-ray refinement's convolution of the input (5x5: a star core's first two rings).
+CR_RADIUS = 2
+#: The cosmic-ray refinement's layers (``--train-only cr-refinement`` trains those with weights).
+CR_LAYERS = ("cr_local", "cr_concat", "cr_mix", "cr_out", "cr_add")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +60,16 @@ class Architecture:
         Channels of the full-resolution refinement's 3x3 convolution (0: no refinement).
     refine_hidden : int
         Channels of the refinement's hidden 1x1 layer.
+    cr_refine : int
+        Channels of the cosmic-ray refinement's 5x5 convolution of the input (0: none; needs
+        ``refine``). A second full-resolution branch whose single output is added to the CR logit
+        alone (:data:`CR_CLASS`): trained with only CR in the loss, it leaves every other class's
+        logits bit-identical by construction. Why: at full resolution the shared refinement has 8
+        channels for all the pixel-scale classes, and cosmic rays are confused with the cores of
+        sharp stars (FWHM under 2 px), which a 5x5 window of the input tells apart (a star's core
+        has wings, a cosmic ray's pixels do not).
+    cr_hidden : int
+        Channels of the cosmic-ray refinement's hidden 1x1 layer.
     """
 
     widths: tuple = (32, 48, 64, 96)
@@ -63,6 +79,8 @@ class Architecture:
     upsampling: str = "nearest"
     refine: int = 0
     refine_hidden: int = 16
+    cr_refine: int = 0
+    cr_hidden: int = 16
 
     @property
     def size_multiple(self) -> int:
@@ -132,6 +150,9 @@ def _input_interval(arch: Architecture, out_lo: int, out_hi: int):
     if arch.refine:
         # the refinement's 3x3 convolution reads one pixel around each output pixel
         coarse = _union(coarse, (out_lo - 1, out_hi + 1))
+    if arch.cr_refine:
+        # the cosmic-ray refinement's 5x5 convolution reads two
+        coarse = _union(coarse, (out_lo - CR_RADIUS, out_hi + CR_RADIUS))
     return coarse
 
 
@@ -179,6 +200,7 @@ def _custom_layers():
     if _LAYERS is not None:
         return _LAYERS
     import keras
+    import numpy as np
     import tensorflow as tf
 
     @keras.saving.register_keras_serializable(package="maximask")
@@ -195,7 +217,26 @@ def _custom_layers():
         def get_config(self):
             return dict(super().get_config(), block=self.block)
 
-    _LAYERS = {"DepthToSpace": DepthToSpace}
+    @keras.saving.register_keras_serializable(package="maximask")
+    class AddToClass(keras.layers.Layer):
+        """``[logits (..., C), delta (..., 1)]`` -> logits with ``delta`` added to channel ``index``
+        only: the other channels get ``+ 0 * delta``, which leaves them bit-identical."""
+
+        def __init__(self, index=0, **kwargs):
+            super().__init__(**kwargs)
+            self.index = int(index)
+
+        def call(self, inputs):
+            logits, delta = inputs
+            # a constant of the static class count: converts to one MUL and one ADD (XNNPACK)
+            onehot = np.zeros(int(logits.shape[-1]), np.float32)
+            onehot[self.index] = 1.0
+            return logits + delta * tf.constant(onehot, dtype=logits.dtype)
+
+        def get_config(self):
+            return dict(super().get_config(), index=self.index)
+
+    _LAYERS = {"DepthToSpace": DepthToSpace, "AddToClass": AddToClass}
     return _LAYERS
 
 
@@ -261,8 +302,38 @@ def build_model(arch: Architecture = Architecture(), batch_norm: bool = True):
         z = layers.Conv2D(arch.refine_hidden, 1, activation="relu", name="refine_mix")(z)
         # zero-initialised: the refined network starts as the coarse one
         delta = layers.Conv2D(arch.n_classes, 1, kernel_initializer="zeros", name="refine_out")(z)
-        out = layers.Add(name="refined_logits")([out, delta])
+        refined = layers.Add(name="refined_logits")([out, delta])
+        if arch.cr_refine:
+            refined = _cosmic_ray_refinement(_cr_layers(arch), inp, out, local, refined)
+        out = refined
     return keras.Model(inp, out, name="maximask")
+
+
+def _cr_layers(arch: Architecture) -> dict:
+    """The layers of the cosmic-ray refinement (fresh), by name."""
+    from keras import layers
+
+    L = _custom_layers()
+    return {
+        "cr_local": layers.Conv2D(arch.cr_refine, 2 * CR_RADIUS + 1, padding="same", activation="relu",
+                                  name="cr_local"),
+        "cr_concat": layers.Concatenate(name="cr_concat"),
+        "cr_mix": layers.Conv2D(arch.cr_hidden, 1, activation="relu", name="cr_mix"),
+        # zero-initialised: the network starts as it was without the branch
+        "cr_out": layers.Conv2D(1, 1, kernel_initializer="zeros", name="cr_out"),
+        "cr_add": L["AddToClass"](CR_CLASS, name="cr_add"),
+    }
+
+
+def _cosmic_ray_refinement(lay, image, coarse, local, refined):
+    """The CR logit of ``refined`` plus the branch's output (see ``Architecture.cr_refine``); every
+    other class's logit is passed through unchanged."""
+    z = lay["cr_concat"]([coarse, local, lay["cr_local"](image)])
+    return lay["cr_add"]([refined, lay["cr_out"](lay["cr_mix"](z))])
+
+
+def _get_layers(model, names):
+    return {n: model.get_layer(n) for n in names}
 
 
 def has_refinement(model) -> bool:
@@ -312,7 +383,14 @@ def split_refinement(model, tile_size: int, rows: int):
     z = model.get_layer("refine_concat")([logits, local])
     z = model.get_layer("refine_mix")(z)
     out = layers.Add()([logits, model.get_layer("refine_out")(z)])
+    if has_cr_refinement(model):
+        out = _cosmic_ray_refinement(_get_layers(model, CR_LAYERS), image, logits, local, out)
     return coarse, keras.Model([image, head], out)
+
+
+def has_cr_refinement(model) -> bool:
+    """Whether a Keras maximask model carries the cosmic-ray refinement."""
+    return any(layer.name == "cr_out" for layer in model.layers)
 
 
 def custom_objects() -> dict:

@@ -234,14 +234,23 @@ def training_view(model):
     return keras.Model(model.inputs, model.get_layer("head").output, name="maximask_cells")
 
 
-def freeze_all_but_refinement(model, output_only: bool = False) -> int:
-    """Make only the full-resolution refinement (``output_only``: its last 1x1 layer) trainable;
-    returns the trainable parameter count.
+def freeze_all_but_refinement(model, output_only: bool = False, part: str = "refinement") -> int:
+    """Make only the full-resolution refinement (``output_only``: its last 1x1 layer; ``part``
+    ``"cr-refinement"``: the cosmic-ray refinement) trainable; returns the trainable parameter count.
 
     The coarse network (encoder, decoder, head) then keeps its weights, and its batch normalisation
     its statistics, so the classes it decides (nebulosity, background, fringes) cannot drift while
     the refinement learns pixel-scale defects.
     """
+    from .model import CR_LAYERS, has_cr_refinement
+
+    if part == "cr-refinement":
+        if not has_cr_refinement(model):
+            raise SystemExit("maximask-train: error: --train-only cr-refinement needs a network with a cosmic-ray "
+                             "refinement (--arch '{\"cr_refine\": 8}')")
+        for layer in model.layers:
+            layer.trainable = layer.name in CR_LAYERS
+        return trainable_count(model)
     if not has_refinement(model):
         raise SystemExit("maximask-train: error: --train-only refinement needs a network with a refinement")
     for layer in model.layers:
@@ -438,9 +447,10 @@ def _parser():
     p.add_argument("--frames-per-chunk", type=int, default=6)
     p.add_argument("--steps-per-chunk", type=int, default=12)
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine decay)")
-    p.add_argument("--train-only", choices=("all", "refinement", "refinement-output"), default="all",
+    p.add_argument("--train-only", choices=("all", "refinement", "refinement-output", "cr-refinement"), default="all",
                    help="refinement: train only the full-resolution refinement, the coarse network frozen; "
-                        "refinement-output: only its last 1x1 layer")
+                        "refinement-output: only its last 1x1 layer; cr-refinement: only the cosmic-ray "
+                        "refinement (with --loss-classes CR, every other class's logits stay identical)")
     p.add_argument("--loss-classes", nargs="+", default=None, metavar="CLASS",
                    help="train these classes only; with --init-from the others keep the initial network's "
                         "logits and training priors")
@@ -534,7 +544,7 @@ def main(argv=None):
             arch = Architecture.from_dict(json.loads(args.arch)) if args.arch else Architecture()
             model = build_model(arch)
         if args.train_only != "all":
-            freeze_all_but_refinement(model, output_only=args.train_only == "refinement-output")
+            freeze_all_but_refinement(model, output_only=args.train_only == "refinement-output", part=args.train_only)
         else:
             # a network saved after a --train-only run keeps its frozen layers: all train again
             for layer in model.layers:

@@ -16,9 +16,12 @@ SMALL = Architecture(widths=(4, 6, 8), encoder_convs=(1, 1, 1), decoder_convs=(1
 # the same with the full-resolution refinement
 SMALL_REFINED = Architecture(widths=(4, 6, 8), encoder_convs=(1, 1, 1), decoder_convs=(1, 1), n_classes=3,
                              refine=2, refine_hidden=4)
+# and with the cosmic-ray refinement as well (its 5x5 convolution)
+SMALL_CR = Architecture(widths=(4, 6, 8), encoder_convs=(1, 1, 1), decoder_convs=(1, 1), n_classes=3,
+                        refine=2, refine_hidden=4, cr_refine=2, cr_hidden=3)
 
 
-@pytest.fixture(scope="module", params=[SMALL, SMALL_REFINED], ids=["coarse", "refined"])
+@pytest.fixture(scope="module", params=[SMALL, SMALL_REFINED, SMALL_CR], ids=["coarse", "refined", "cr-refined"])
 def small(request):
     """(architecture, Keras model with random weights)."""
     pytest.importorskip("tensorflow")
@@ -232,10 +235,12 @@ def test_shipped_network_small_frames_run_in_a_fitted_tile():
     np.testing.assert_array_equal(fitted, whole)
 
 
-def test_exported_refinement_runs_in_exact_strips(tmp_path, monkeypatch):
-    """A refined network is exported as a coarse model plus a row-strip refinement; LiteRT running
-    the two, strip by strip, gives the Keras model's logits on whole tiles (strip edges, tile edges
-    and several tiles per batch included)."""
+@pytest.mark.parametrize("arch", [SMALL_REFINED, SMALL_CR], ids=["refined", "cr-refined"])
+def test_exported_refinement_runs_in_exact_strips(tmp_path, monkeypatch, arch):
+    """A refined network is exported as a coarse model plus a row-strip refinement (with the
+    cosmic-ray refinement, where there is one); LiteRT running the two, strip by strip, gives the
+    Keras model's logits on whole tiles (strip edges, tile edges and several tiles per batch
+    included)."""
     pytest.importorskip("tensorflow")
     import keras
 
@@ -244,14 +249,14 @@ def test_exported_refinement_runs_in_exact_strips(tmp_path, monkeypatch):
     from maximask.network import Network, NetworkMetadata, save_network, strip_starts, weights_hash
 
     keras.utils.set_random_seed(4)
-    model = build_model(SMALL_REFINED, batch_norm=False)
+    model = build_model(arch, batch_norm=False)
     model.set_weights([np.random.default_rng(10 + i).normal(0, 0.5, w.shape).astype(np.float32)
                        for i, w in enumerate(model.get_weights())])
     monkeypatch.setattr(network_module, "REFINE_ROWS", 32)
     tile = 192  # more than twice the margin (64), as the tiler needs
     meta = NetworkMetadata(name="maximask", classes=["CR", "HP", "BG"], training_priors=[0.1, 0.1, 0.8],
-                           margin=required_margin(SMALL_REFINED), tile_size=tile,
-                           size_multiple=SMALL_REFINED.size_multiple, normalisation={})
+                           margin=required_margin(arch), tile_size=tile,
+                           size_multiple=arch.size_multiple, normalisation={})
     net_dir = tmp_path / "net"
     model_id = save_network(model, net_dir, meta)
     saved = json.loads((net_dir / "metadata.json").read_text())

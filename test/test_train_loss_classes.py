@@ -110,3 +110,27 @@ def test_a_fine_tuned_network_keeps_its_initial_networks_inference_entries(tmp_p
         meta = json.loads((tmp_path / f"n_{run}" / "metadata.json").read_text())
         assert not any(meta.get(k) for k in entries), run
         assert meta["extra"]["model_id"] == Network(tmp_path / f"n_{run}").model_id
+
+
+def test_a_cosmic_ray_refinement_moves_the_cr_logit_alone(tmp_path):
+    """``--arch '{"cr_refine": N}'`` grows a trained network by the cosmic-ray refinement, and
+    ``--train-only cr-refinement --loss-classes CR`` trains it: the exported network (LiteRT, on
+    strips) changes the CR logit and leaves every other class's logits and prior bit-identical."""
+    _train(tmp_path / "r0", "--steps", "8", "--lr", "1e-2", "--arch", json.dumps(ARCH), "--out", str(tmp_path / "n0"))
+    _train(tmp_path / "r1", "--steps", "8", "--lr", "1e-1", "--init-from", str(tmp_path / "n0"),
+           "--arch", json.dumps({"cr_refine": 2, "cr_hidden": 3}), "--train-only", "cr-refinement",
+           "--loss-classes", "CR", "--seed", "7", "--out", str(tmp_path / "n1"))
+    image = np.random.default_rng(1).normal(size=(64, 64)).astype(np.float32)
+    image[20, 20:24] = 40.0
+    z0, z1 = _logits(tmp_path / "n0", image), _logits(tmp_path / "n1", image)
+    m0 = json.loads((tmp_path / "n0" / "metadata.json").read_text())
+    m1 = json.loads((tmp_path / "n1" / "metadata.json").read_text())
+    assert not np.array_equal(z0[..., INDEX["CR"]], z1[..., INDEX["CR"]])
+    others = [INDEX[c] for c in ABBRS if c != "CR"]
+    assert np.array_equal(z0[..., others], z1[..., others])
+    assert [m1["training_priors"][i] for i in others] == [m0["training_priors"][i] for i in others]
+    assert m1["extra"]["architecture"]["cr_refine"] == 2
+    log = [json.loads(line) for line in (tmp_path / "r1" / "log.jsonl").read_text().splitlines()]
+    assert sorted(next(e for e in log if e["event"] == "init")["fresh_layers"]) == ["cr_local", "cr_mix", "cr_out"]
+    # 5x5 x 2 + 2, (14 + 2 + 2) x 3 + 3, 3 + 1
+    assert next(e for e in log if e["event"] == "start")["trainable_params"] == 52 + 57 + 4
