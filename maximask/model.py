@@ -66,8 +66,9 @@ class Architecture:
         alone (:data:`CR_CLASS`): trained with only CR in the loss, it leaves every other class's
         logits bit-identical by construction. Why: at full resolution the shared refinement has 8
         channels for all the pixel-scale classes, and cosmic rays are confused with the cores of
-        sharp stars (FWHM under 2 px), which a 5x5 window of the input tells apart (a star's core
-        has wings, a cosmic ray's pixels do not).
+        sharp stars (FWHM under 2 px), which differ in a 5x5 window of the input (a star's core has
+        wings, a cosmic ray's pixels do not). Trained alone on the frozen network it did not learn
+        that difference (docs/MODEL.md, "Training", stage 9), and the shipped network has none.
     cr_hidden : int
         Channels of the cosmic-ray refinement's hidden 1x1 layer.
     """
@@ -81,6 +82,10 @@ class Architecture:
     refine_hidden: int = 16
     cr_refine: int = 0
     cr_hidden: int = 16
+
+    def __post_init__(self):
+        if self.cr_refine and not self.refine:
+            raise ValueError("cr_refine needs refine > 0 (the branch reads the refinement's features)")
 
     @property
     def size_multiple(self) -> int:

@@ -308,3 +308,8 @@ def test_missing_refinement_file_is_a_usage_error(tmp_path):
         (net_dir / name).write_bytes((SHIPPED / name).read_bytes())
     with pytest.raises(UsageError, match="refine.tflite is missing"):
         Network(net_dir)
+
+
+def test_a_cosmic_ray_refinement_needs_the_refinement():
+    with pytest.raises(ValueError, match="cr_refine needs refine > 0"):
+        Architecture(cr_refine=8)
