@@ -145,9 +145,11 @@ def main(argv=None) -> int:
     lines = [f"# Visibility of the tracking errors: {args.frames} frames {shape[0]}x{shape[1]}, seed {args.seed} split 3", ""]
     y = np.array([r["kind"] != "none" for r in recs])
     if z is not None:
+        from tracking_quality import fpr_at_tpr
+
         from maxitrack.train import roc_auc
 
-        thr95 = np.sort(z[y])[int(np.floor(0.05 * y.sum()))]
+        thr95 = fpr_at_tpr(z, y.astype(int), 0.95)[1]
         neg = z[~y]
 
         def cells(m):
