@@ -33,7 +33,7 @@ from maximask.resources import default_net_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import frames  # noqa: E402
-from reference_maximask import paired_differences  # noqa: E402
+from reference_maximask import difference_table, paired_differences  # noqa: E402
 from results_io import write_json  # noqa: E402
 
 
@@ -57,22 +57,6 @@ def run(candidate: Network, baseline: Network, seed: int, n_frames: int, side: i
     return np.array(pos), np.array(neg), max_diff
 
 
-def markdown(diffs: dict, max_diff: dict) -> str:
-    """Markdown table of the paired differences and the largest logit differences."""
-    lines = ["| class | ROC AUC, candidate | ROC AUC, baseline | difference | 95 % interval (frames resampled) | "
-             "replicates with candidate >= baseline | largest logit difference |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-
-    def f(v, fmt="{:.4f}"):
-        return "—" if v is None else fmt.format(v)
-
-    for c, d in diffs.items():
-        ci = "—" if d["difference_ci95"] is None else f"{d['difference_ci95'][0]:+.4f} to {d['difference_ci95'][1]:+.4f}"
-        lines.append(f"| {c} | {f(d['auc_candidate'])} | {f(d['auc_baseline'])} | {f(d['difference'], '{:+.4f}')} | "
-                     f"{ci} | {f(d['candidate_at_least_as_high'], '{:.3f}')} | {max_diff[c]:.3g} |")
-    return "\n".join(lines) + "\n"
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--candidate", required=True, help="network directory")
@@ -89,13 +73,12 @@ def main(argv=None) -> int:
     candidate = Network(args.candidate, num_threads=args.threads)
     baseline = Network(args.baseline, num_threads=args.threads)
     pos, neg, max_diff = run(candidate, baseline, args.seed, args.frames, args.size)
-    diffs = {}
+    paired = paired_differences(pos, neg, args.bootstrap, BOOTSTRAP_SEED)
     # the same dictionary as the reference comparison's, named for two networks of ours
-    for c, d in paired_differences(pos, neg, args.bootstrap, BOOTSTRAP_SEED).items():
-        diffs[c] = {"auc_candidate": d["auc_ours"], "auc_baseline": d["auc_reference"],
-                    "difference": d["difference"], "difference_ci95": d["difference_ci95"],
-                    "candidate_at_least_as_high": d["ours_at_least_as_high"], "replicates": d["replicates"],
-                    "frames_to_resolve": d["frames_to_resolve"]}
+    diffs = {c: {"auc_candidate": d["auc_ours"], "auc_baseline": d["auc_reference"],
+                 "difference": d["difference"], "difference_ci95": d["difference_ci95"],
+                 "candidate_at_least_as_high": d["ours_at_least_as_high"], "replicates": d["replicates"],
+                 "frames_to_resolve": d["frames_to_resolve"]} for c, d in paired.items()}
     max_diff = dict(zip(ABBRS, map(float, max_diff)))
     result = {
         "candidate": args.candidate, "candidate_model_id": candidate.model_id,
@@ -111,7 +94,8 @@ def main(argv=None) -> int:
         "largest_logit_difference": max_diff,
         "wall_s": round(time.time() - t0, 1),
     }
-    md = markdown(diffs, max_diff)
+    md = difference_table(paired, ("candidate", "baseline", "baseline"),
+                          ("largest logit difference", {c: f"{v:.3g}" for c, v in max_diff.items()}))
     print(md)
     write_json(args.out, result)
     if args.markdown:

@@ -130,11 +130,13 @@ def frames_to_resolve(replicates: np.ndarray, difference: float, n_frames: int):
     return int(np.ceil(n_frames * (1.96 * se / abs(difference)) ** 2))
 
 
-def difference_table(diffs: dict) -> str:
-    """Markdown table of :func:`paired_differences`."""
-    lines = ["| class | ROC AUC, ours | ROC AUC, MaxiMask 1.4.1 | ours - MaxiMask | 95 % interval (frames "
-             "resampled) | replicates with ours >= MaxiMask | frames to resolve (about) |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+def difference_table(diffs: dict, names=("ours", "MaxiMask 1.4.1", "MaxiMask"), extra=None) -> str:
+    """Markdown table of :func:`paired_differences`; ``names``: the first network, the second in
+    full and in short; ``extra`` = ``(header, {class: text})`` adds a column."""
+    first, second_full, second = names
+    head = (f"| class | ROC AUC, {first} | ROC AUC, {second_full} | {first} - {second} | 95 % interval (frames "
+            f"resampled) | replicates with {first} >= {second} | frames to resolve (about) |")
+    lines = [head + (f" {extra[0]} |" if extra else ""), "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if extra else "")]
 
     def f(v, fmt="{:.4f}"):
         return "—" if v is None else fmt.format(v)
@@ -142,7 +144,8 @@ def difference_table(diffs: dict) -> str:
     for c, d in diffs.items():
         ci = "—" if d["difference_ci95"] is None else f"{d['difference_ci95'][0]:+.4f} to {d['difference_ci95'][1]:+.4f}"
         lines.append(f"| {c} | {f(d['auc_ours'])} | {f(d['auc_reference'])} | {f(d['difference'], '{:+.4f}')} | "
-                     f"{ci} | {f(d['ours_at_least_as_high'], '{:.3f}')} | {f(d['frames_to_resolve'], '{:d}')} |")
+                     f"{ci} | {f(d['ours_at_least_as_high'], '{:.3f}')} | {f(d['frames_to_resolve'], '{:d}')} |"
+                     + (f" {extra[1][c]} |" if extra else ""))
     return "\n".join(lines) + "\n"
 
 
