@@ -234,9 +234,10 @@ def training_view(model):
     return keras.Model(model.inputs, model.get_layer("head").output, name="maximask_cells")
 
 
-def freeze_all_but_refinement(model, output_only: bool = False, part: str = "refinement") -> int:
-    """Make only the full-resolution refinement (``output_only``: its last 1x1 layer; ``part``
-    ``"cr-refinement"``: the cosmic-ray refinement) trainable; returns the trainable parameter count.
+def freeze_all_but_refinement(model, part: str = "refinement") -> int:
+    """Make only a part of the full-resolution refinement trainable (``part``: ``"refinement"``, all
+    of it; ``"refinement-output"``, its last 1x1 layer; ``"cr-refinement"``, the cosmic-ray
+    refinement); returns the trainable parameter count.
 
     The coarse network (encoder, decoder, head) then keeps its weights, and its batch normalisation
     its statistics, so the classes it decides (nebulosity, background, fringes) cannot drift while
@@ -254,7 +255,7 @@ def freeze_all_but_refinement(model, output_only: bool = False, part: str = "ref
     if not has_refinement(model):
         raise SystemExit("maximask-train: error: --train-only refinement needs a network with a refinement")
     for layer in model.layers:
-        layer.trainable = layer.name.startswith("refine_") if not output_only else layer.name == "refine_out"
+        layer.trainable = layer.name == "refine_out" if part == "refinement-output" else layer.name.startswith("refine_")
     return trainable_count(model)
 
 
@@ -544,7 +545,7 @@ def main(argv=None):
             arch = Architecture.from_dict(json.loads(args.arch)) if args.arch else Architecture()
             model = build_model(arch)
         if args.train_only != "all":
-            freeze_all_but_refinement(model, output_only=args.train_only == "refinement-output", part=args.train_only)
+            freeze_all_but_refinement(model, part=args.train_only)
         else:
             # a network saved after a --train-only run keeps its frozen layers: all train again
             for layer in model.layers:
