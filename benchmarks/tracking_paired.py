@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tracking_quality import CHUNK, fpr_at_tpr  # noqa: E402
+from results_io import write_json  # noqa: E402
+from tracking_quality import CHUNK, cache_files, fpr_at_tpr  # noqa: E402
 from tracking_validation import add_intervals  # noqa: E402
 
 
@@ -46,13 +47,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.first % CHUNK or args.frames % CHUNK:
         ap.error(f"--first and --frames must be multiples of {CHUNK} (the cache's chunks)")
-    tag = f"s{args.seed}_{args.size[0]}x{args.size[1]}_t128"
-    files = [Path(args.work) / f"tiles_{tag}_{c:05d}_{c + CHUNK:05d}.npz"
-             for c in range(args.first, args.first + args.frames, CHUNK)]
+    scorers = [Scorer(n, prior=0.5, batch_size=64) for n in args.net]
+    files = cache_files(args.work, args.seed, args.size, scorers[0].tile, args.first, args.frames)
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         ap.error(f"missing cache chunks (run tracking_quality.py --prepare-only): {missing[0]} ...")
-    scorers = [Scorer(n, prior=0.5, batch_size=64) for n in args.net]
     z = [[] for _ in scorers]
     y = []
     for path in files:
@@ -81,11 +80,11 @@ def main(argv=None) -> int:
     print(f"{len(y)} frames ({int(y.sum())} with an error), {args.size[0]}x{args.size[1]}, "
           f"frames {args.first}-{args.first + args.frames - 1}")
     if args.out:
-        Path(args.out).write_text(json.dumps({
+        write_json(args.out, {
             "frames": len(y), "positives": int(y.sum()), "first": args.first, "size": list(args.size),
             "command": "python benchmarks/tracking_paired.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "interval_method": {"replicates": BOOTSTRAP_REPLICATES, "seed": BOOTSTRAP_SEED, "unit": "frame"},
-            "rows": rows}, indent=1) + "\n")
+            "rows": rows})
     return 0
 
 

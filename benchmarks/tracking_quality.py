@@ -67,6 +67,18 @@ def intervals_line(z, y) -> str:
             + "; ".join(parts) + ".")
 
 
+def _chunks(first: int, frames: int):
+    """(start, stop) frame indices of the cache's chunks covering frames FIRST .. FIRST + N - 1."""
+    last = first + frames
+    return [(c0, min(last, c0 + CHUNK)) for c0 in range(first, last, CHUNK)]
+
+
+def cache_files(work, seed: int, size, tile: int, first: int, frames: int) -> list:
+    """Paths of the tile-cache chunks of :func:`prepare` for frames FIRST .. FIRST + N - 1."""
+    tag = f"s{seed}_{size[0]}x{size[1]}_t{tile}"
+    return [Path(work) / f"tiles_{tag}_{c0:05d}_{c1:05d}.npz" for c0, c1 in _chunks(first, frames)]
+
+
 def prepare(args, tile: int, selection: dict, normalisation: dict, work: Path) -> list:
     """Simulate the frames and cache their ranked tiles (every cell, best first); returns cache files.
 
@@ -76,14 +88,9 @@ def prepare(args, tile: int, selection: dict, normalisation: dict, work: Path) -
     from maxitrack.tiles import prepare_tiles
 
     sel = dict(selection, n_tiles=10**6)  # every cell, best first
-    tag = f"s{args.seed}_{args.size[0]}x{args.size[1]}_t{tile}"
-    files = []
+    files = cache_files(work, args.seed, args.size, tile, args.first, args.frames)
     t0 = time.time()
-    last = args.first + args.frames
-    for c0 in range(args.first, last, CHUNK):
-        c1 = min(last, c0 + CHUNK)
-        path = work / f"tiles_{tag}_{c0:05d}_{c1:05d}.npz"
-        files.append(path)
+    for path, (c0, c1) in zip(files, _chunks(args.first, args.frames)):
         if path.exists():
             continue
         tiles, recs = [], []

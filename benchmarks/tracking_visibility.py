@@ -126,17 +126,14 @@ def main(argv=None) -> int:
         recs.append(dict(visibility(shape, cond, kind, info, smear), index=i))
     z = None
     if args.work:
-        from tracking_quality import CHUNK, score_cached
+        from tracking_quality import cache_files, score_cached
 
         from maximask.resources import default_net_dir
         from maxitrack.cli import Scorer
         from maxitrack.scoring import field_logit
 
         scorer = Scorer(args.net_dir or default_net_dir("maxitrack"), prior=0.5, batch_size=32)
-        tag = f"s{args.seed}_{shape[0]}x{shape[1]}_t{scorer.tile}"
-        files = [Path(args.work) / f"tiles_{tag}_{c:05d}_{min(args.frames, c + CHUNK):05d}.npz"
-                 for c in range(0, args.frames, CHUNK)]
-        cached = score_cached(files, scorer)
+        cached = score_cached(cache_files(args.work, args.seed, shape, scorer.tile, 0, args.frames), scorer)
         n_tiles = int(scorer.selection.get("n_tiles", 12))
         for rec, c in zip(recs, cached):
             if c["index"] != rec["index"] or c["kind"] != rec["kind"]:
