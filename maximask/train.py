@@ -259,6 +259,28 @@ def freeze_all_but_refinement(model, part: str = "refinement") -> int:
     return trainable_count(model)
 
 
+def class_emphasis(specs) -> dict:
+    """The loss multipliers of ``--class-weight`` (``["CR=4", ...]``) as ``{"CR": 4.0, ...}``.
+
+    Raises
+    ------
+    SystemExit
+        An unknown class, a malformed entry, or a weight that is not a positive number.
+    """
+    weights = {}
+    for spec in specs or []:
+        name, _, value = spec.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = float("nan")
+        if name not in ABBRS or not weight > 0 or not np.isfinite(weight):
+            raise SystemExit(f"maximask-train: error: --class-weight {spec!r}: expected CLASS=W with CLASS one of "
+                             f"{', '.join(ABBRS)} and W a positive number")
+        weights[name] = weight
+    return weights
+
+
 def trained(abbr: str, args) -> bool:
     """Whether class ``abbr`` is in the loss (all classes unless ``--loss-classes`` names some)."""
     return args.loss_classes is None or abbr in args.loss_classes
@@ -455,6 +477,9 @@ def _parser():
     p.add_argument("--loss-classes", nargs="+", default=None, metavar="CLASS",
                    help="train these classes only; with --init-from the others keep the initial network's "
                         "logits and training priors")
+    p.add_argument("--class-weight", nargs="+", default=None, metavar="CLASS=W",
+                   help="multiply these classes' whole loss (positive and negative pixels) by W, e.g. CR=4, "
+                        "to spend more of the network on them (default 1 for every class)")
     p.add_argument("--max-pos-weight", type=float, default=30.0,
                    help="cap of the positive-pixel loss weights of the rarest classes (default %(default)s)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
@@ -496,6 +521,7 @@ def main(argv=None):
         if not args.init_from:
             # the other classes would keep their random initial weights
             raise SystemExit("maximask-train: error: --loss-classes needs --init-from NET_DIR")
+    class_emphasis(args.class_weight)  # a malformed --class-weight fails before anything runs
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
@@ -565,7 +591,8 @@ def main(argv=None):
                             .reshape(N_CLASSES, -1).mean(1) for i in range(N_FREQ_FRAMES)], axis=0)
         weights = positive_weights(freq, cap=args.max_pos_weight)
         state["pos_weight"] = [float(w) if trained(c, args) else 1.0 for c, w in zip(ABBRS, weights)]
-        mask = [float(trained(c, args)) for c in ABBRS]
+        emphasis = class_emphasis(args.class_weight)
+        mask = [float(trained(c, args)) * emphasis.get(c, 1.0) for c in ABBRS]
         schedule = keras.optimizers.schedules.CosineDecay(
             0.0, args.steps, alpha=0.02, warmup_target=args.lr, warmup_steps=min(200, args.steps // 10))
         if has_refinement(model):
@@ -575,7 +602,7 @@ def main(argv=None):
             mask = np.tile(mask, STEM * STEM).tolist()
         tmodel.compile(optimizer=keras.optimizers.Adam(schedule), loss=WeightedBCE(loss_weights, mask))
         _log(run_dir, {"event": "start", "arch": arch.to_dict(), "params": model.count_params(),
-                       "trainable_params": trainable_count(model),
+                       "trainable_params": trainable_count(model), "class_weight": emphasis,
                        "pos_weight": dict(zip(ABBRS, np.round(state["pos_weight"], 2).tolist()))})
     args_steps = int(state["args"]["steps"]) if not finetune else args.steps
     # the data stream is fixed by the original invocation's options

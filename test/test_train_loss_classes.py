@@ -134,3 +134,35 @@ def test_a_cosmic_ray_refinement_moves_the_cr_logit_alone(tmp_path):
     assert sorted(next(e for e in log if e["event"] == "init")["fresh_layers"]) == ["cr_local", "cr_mix", "cr_out"]
     # 5x5 x 2 + 2, (14 + 2 + 2) x 3 + 3, 3 + 1
     assert next(e for e in log if e["event"] == "start")["trainable_params"] == 52 + 57 + 4
+
+
+def test_class_weight_parses_and_refuses_malformed_entries(tmp_path):
+    import pytest
+
+    from maximask.train import class_emphasis
+
+    assert class_emphasis(None) == {}
+    assert class_emphasis(["CR=4", "FR=0.5"]) == {"CR": 4.0, "FR": 0.5}
+    for bad in ("XX=2", "CR", "CR=0", "CR=-1", "CR=nan", "CR=inf", "CR=two"):
+        with pytest.raises(SystemExit, match="--class-weight"):
+            class_emphasis([bad])
+    r = subprocess.run([sys.executable, "-m", "maximask.train", "--run-dir", str(tmp_path / "r"),
+                        "--class-weight", "CR=0"], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "--class-weight 'CR=0'" in r.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_class_weight_multiplies_that_class_loss_only():
+    from maximask.train import _loss_class
+
+    bce = _loss_class()
+    rng = np.random.default_rng(1)
+    y_true = (rng.random((2, 8, 8, len(ABBRS))) < 0.3).astype(np.float32)
+    y_pred = rng.normal(size=y_true.shape).astype(np.float32)
+    weights = [1.0] * len(ABBRS)
+    emphasis = list(weights)
+    emphasis[INDEX["CR"]] = 4.0
+    plain = np.asarray(bce(weights, weights).call(y_true, y_pred))
+    heavy = np.asarray(bce(weights, emphasis).call(y_true, y_pred))
+    only_cr = np.asarray(bce(weights, [float(c == "CR") for c in ABBRS]).call(y_true, y_pred))
+    np.testing.assert_allclose(heavy, plain + 3.0 * only_cr, rtol=1e-5)
