@@ -203,7 +203,8 @@ def _loss_class():
             super().__init__(name=name, **kwargs)
             # one weight per output channel (14, or 14 * 16 on the head's cells)
             self.pos_weight = [float(w) for w in (pos_weight or [1.0] * N_CLASSES)]
-            # 0 for the channels left out of the loss (--loss-classes): they get no gradient
+            # each channel's loss multiplier: 0 for the channels left out of the loss (--loss-classes),
+            # which then get no gradient; W for --class-weight CLASS=W; 1 otherwise
             self.class_mask = [float(m) for m in (class_mask or [1.0] * len(self.pos_weight))]
 
         def call(self, y_true, y_pred):
@@ -521,7 +522,7 @@ def main(argv=None):
         if not args.init_from:
             # the other classes would keep their random initial weights
             raise SystemExit("maximask-train: error: --loss-classes needs --init-from NET_DIR")
-    class_emphasis(args.class_weight)  # a malformed --class-weight fails before anything runs
+    emphasis = class_emphasis(args.class_weight)  # a malformed --class-weight fails before anything runs
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
@@ -591,16 +592,15 @@ def main(argv=None):
                             .reshape(N_CLASSES, -1).mean(1) for i in range(N_FREQ_FRAMES)], axis=0)
         weights = positive_weights(freq, cap=args.max_pos_weight)
         state["pos_weight"] = [float(w) if trained(c, args) else 1.0 for c, w in zip(ABBRS, weights)]
-        emphasis = class_emphasis(args.class_weight)
-        mask = [float(trained(c, args)) * emphasis.get(c, 1.0) for c in ABBRS]
+        class_loss = [float(trained(c, args)) * emphasis.get(c, 1.0) for c in ABBRS]
         schedule = keras.optimizers.schedules.CosineDecay(
             0.0, args.steps, alpha=0.02, warmup_target=args.lr, warmup_steps=min(200, args.steps // 10))
         if has_refinement(model):
             loss_weights = list(state["pos_weight"])
         else:
             loss_weights = np.tile(state["pos_weight"], STEM * STEM).tolist()  # labels_to_cells order
-            mask = np.tile(mask, STEM * STEM).tolist()
-        tmodel.compile(optimizer=keras.optimizers.Adam(schedule), loss=WeightedBCE(loss_weights, mask))
+            class_loss = np.tile(class_loss, STEM * STEM).tolist()
+        tmodel.compile(optimizer=keras.optimizers.Adam(schedule), loss=WeightedBCE(loss_weights, class_loss))
         _log(run_dir, {"event": "start", "arch": arch.to_dict(), "params": model.count_params(),
                        "trainable_params": trainable_count(model), "class_weight": emphasis,
                        "pos_weight": dict(zip(ABBRS, np.round(state["pos_weight"], 2).tolist()))})
