@@ -96,7 +96,8 @@ def prepare(args, tile: int, selection: dict, normalisation: dict, work: Path) -
         tiles, recs = [], []
         for i in range(c0, c1):
             image, label, meta = simulate_tracking_frame(tuple(args.size), frame_rng(args.seed, "bench", i))
-            tiles.append(prepare_tiles(image, tile, sel, normalisation)[..., 0].astype(np.float16))
+            ranked, origins = prepare_tiles(image, tile, sel, normalisation, return_origins=True)
+            tiles.append(ranked[..., 0].astype(np.float16))
             recs.append({
                 "index": i,
                 "label": int(label),
@@ -108,6 +109,7 @@ def prepare(args, tile: int, selection: dict, normalisation: dict, work: Path) -
                 "n_stars": int(meta["n_stars"]),
                 "classes": sorted(meta.get("classes_drawn") or []),
                 "n_tiles": len(tiles[-1]),
+                "origins": [list(o) for o in origins],  # (y0, x0) of each ranked tile
             })
         tmp = path.with_suffix(".tmp.npz")
         np.savez(tmp, tiles=np.concatenate(tiles), records=np.array(json.dumps(recs)))

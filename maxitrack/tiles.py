@@ -210,7 +210,8 @@ def extract_tile(image: np.ndarray, y0: int, x0: int, tile: int) -> np.ndarray:
 
 
 def prepare_tiles(
-    image: np.ndarray, tile: int, selection: dict | None = None, normalisation: dict | None = None
+    image: np.ndarray, tile: int, selection: dict | None = None, normalisation: dict | None = None,
+    return_origins: bool = False,
 ) -> np.ndarray:
     """Select and normalise the tiles of one frame.
 
@@ -225,11 +226,15 @@ def prepare_tiles(
     normalisation : dict, optional
         Normalisation parameters (the network metadata's ``normalisation``); default
         :func:`tile_normalisation`.
+    return_origins : bool
+        Also return the tiles' origins (for benchmarks that study where the tiles lie).
 
     Returns
     -------
     ndarray, float32, shape (N, tile, tile, 1)
         Normalised tiles, N = ``min(n_tiles, number of cells)``.
+    list of (int, int)
+        With ``return_origins``: each tile's ``(y0, x0)`` (:func:`select_tiles`).
 
     Raises
     ------
@@ -255,7 +260,7 @@ def prepare_tiles(
             # A constant or empty tile (e.g. wholly inside a saturated core or a NaN region) in a
             # frame that is not: it carries no evidence, the network sees flat sky.
             out[i] = 0.0
-    return out
+    return (out, origins) if return_origins else out
 
 
 def fingerprint(tile: int, selection: dict | None = None, normalisation: dict | None = None,

@@ -60,6 +60,15 @@ def test_prepare_tiles_shapes_nan_and_small_frames():
     assert 0.7 < np.std(prepare_tiles(np.random.default_rng(1).normal(5, 3, (64, 64)), 64)) < 1.3
 
 
+def test_prepare_tiles_can_say_where_its_tiles_lie():
+    im = star_field((300, 200), [(0, 150, 0, 100)], 30)
+    t, origins = prepare_tiles(im, 64, {"n_tiles": 4}, return_origins=True)
+    assert origins == select_tiles(im, 64, {"n_tiles": 4})
+    assert np.array_equal(t, prepare_tiles(im, 64, {"n_tiles": 4}))
+    # the stars are in the top-left quarter, and so are the best cells
+    assert all(y0 < 150 and x0 < 100 for y0, x0 in origins[:2])
+
+
 @pytest.mark.parametrize(
     "image, reason",
     [(np.full((50, 50), np.nan), "NaN"), (np.ones((50, 50)), "constant"), (np.ones((2, 3, 4)), "2D")],
