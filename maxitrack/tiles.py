@@ -212,7 +212,7 @@ def extract_tile(image: np.ndarray, y0: int, x0: int, tile: int) -> np.ndarray:
 def prepare_tiles(
     image: np.ndarray, tile: int, selection: dict | None = None, normalisation: dict | None = None,
     return_origins: bool = False,
-) -> np.ndarray:
+) -> np.ndarray | tuple:
     """Select and normalise the tiles of one frame.
 
     Parameters
