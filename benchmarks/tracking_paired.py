@@ -30,6 +30,18 @@ from tracking_quality import CHUNK, cache_files, fpr_at_tpr  # noqa: E402
 from tracking_validation import add_intervals  # noqa: E402
 
 
+def row_line(row: dict) -> str:
+    """One network's line: AUC with its interval, log-loss, FPR at TPR 95 %, and its paired
+    difference from the first network where it has one."""
+    extra = ""
+    if "auc_minus_first" in row:
+        lo, hi = row["auc_minus_first_ci95"]
+        extra = (f"; minus the first {row['auc_minus_first']:+.4f} ({lo:+.4f} to {hi:+.4f}, above in "
+                 f"{row['replicates_above_first']:.3f})")
+    return (f"{row['net']} ({row['model_id']}): AUC {row['auc']:.4f} ({row['auc_ci95'][0]:.4f}-{row['auc_ci95'][1]:.4f}), "
+            f"log-loss {row['log_loss']:.4f}, FPR at TPR 95 % {row['fpr_at_tpr_95']:.4f}{extra}")
+
+
 def main(argv=None) -> int:
     from maximask.metrics import BOOTSTRAP_REPLICATES, BOOTSTRAP_SEED
     from maxitrack.cli import Scorer
@@ -70,13 +82,7 @@ def main(argv=None) -> int:
              "fpr_at_tpr_95": fpr_at_tpr(z[k], y, 0.95)[0]} for k, (net, sc) in enumerate(zip(args.net, scorers))]
     add_intervals(rows, z, y)
     for row in rows:
-        extra = ""
-        if "auc_minus_first" in row:
-            lo, hi = row["auc_minus_first_ci95"]
-            extra = (f"; minus the first {row['auc_minus_first']:+.4f} ({lo:+.4f} to {hi:+.4f}, above in "
-                     f"{row['replicates_above_first']:.3f})")
-        print(f"{row['net']} ({row['model_id']}): AUC {row['auc']:.4f} ({row['auc_ci95'][0]:.4f}-{row['auc_ci95'][1]:.4f}), "
-              f"log-loss {row['log_loss']:.4f}, FPR at TPR 95 % {row['fpr_at_tpr_95']:.4f}{extra}")
+        print(row_line(row))
     print(f"{len(y)} frames ({int(y.sum())} with an error), {args.size[0]}x{args.size[1]}, "
           f"frames {args.first}-{args.first + args.frames - 1}")
     if args.out:

@@ -98,6 +98,11 @@ class NetworkMetadata:
         As ``dips`` (default class HP), when a pixel's height above its 8 neighbours adds to the
         hot-pixel logit; None otherwise. Either may hold ``"pairs": {"slope": a, "offset": b}``,
         the score of one of a pair of such pixels (see :func:`maximask.dips.neighbour_pair_dips`).
+    double_images : dict or None
+        A maxitrack network's double-image term: ``{"weight": c, "offset": D0, "params": {...}}``
+        when ``c * log(1 + max(D - D0, 0))`` adds to the field's calibrated logit, D the field's
+        double-image statistic with those parameters (see :mod:`maxitrack.double_images`); None
+        otherwise.
     """
 
     name: str
@@ -115,6 +120,7 @@ class NetworkMetadata:
     dips: dict | None = None
     columns: dict | None = None
     peaks: dict | None = None
+    double_images: dict | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> "NetworkMetadata":
@@ -151,15 +157,15 @@ def _check_refinement(refinement: dict, tile_size: int) -> tuple[int, int, int]:
 
 #: Metadata entries that change what the inference code computes from the network's outputs, so
 #: that the model identifier names them with the weights.
-INFERENCE_ENTRIES = ("context", "dips", "smoothing", "columns", "peaks")
+INFERENCE_ENTRIES = ("context", "dips", "smoothing", "columns", "peaks", "double_images")
 
 
 def weights_hash(path: str | os.PathLike, *more: str | os.PathLike, inference: dict | None = None) -> str:
     """Model identifier: the first 16 hex digits of the SHA-256 of the inference model file(s)
     (``model.tflite``, then ``refine.tflite`` where there is one), then of each entry of
     ``inference`` that is set, in :data:`INFERENCE_ENTRIES` order, as ``name:`` + canonical JSON
-    (the metadata's context pass, dip score, block smoothing, hot-column and peak scores: they
-    change the outputs)."""
+    (the metadata's context pass, dip score, block smoothing, hot-column and peak scores, and a
+    maxitrack network's double-image term: they change the outputs)."""
     h = hashlib.sha256()
     for p in (path,) + more:
         with open(p, "rb") as f:

@@ -110,13 +110,34 @@ class Scorer:
         self.calibration = meta.extra.get("calibration")
         self.normalisation = dict(meta.normalisation)
         self.input = str(meta.extra.get("input", "tile"))  # what the network is fed from the tiles
+        from maxitrack.scoring import DoubleImageTerm
+
+        try:
+            self.double_images = DoubleImageTerm.from_metadata(meta.double_images)
+        except ValueError as exc:
+            raise UsageError(net_dir, f"malformed metadata: {exc}") from None
         self.prior = prior
         self.batch_size = batch_size
 
     def tiles(self, image: np.ndarray) -> np.ndarray:
-        from maxitrack.tiles import prepare_tiles
+        return self.hdu(image).tiles
 
-        return prepare_tiles(image, self.tile, self.selection, self.normalisation)
+    def hdu(self, image: np.ndarray):
+        """:func:`maxitrack.tiles.prepare_hdu` of one HDU (or cube plane) as this network needs it:
+        its compact peaks too when the network has a double-image term."""
+        from maxitrack.tiles import prepare_hdu
+
+        return prepare_hdu(image, self.tile, self.selection, self.normalisation,
+                           with_peaks=self.double_images is not None)
+
+    def field_pairs(self):
+        """An empty :class:`maxitrack.double_images.FieldPairs` for one field (None when the network
+        has no double-image term)."""
+        if self.double_images is None:
+            return None
+        from maxitrack.double_images import FieldPairs
+
+        return FieldPairs(self.double_images.params)
 
     def logits(self, tiles: np.ndarray) -> np.ndarray:
         """Network logits (N, 1) of prepared tiles (N, T, T, 1) (the network input made from them
@@ -125,13 +146,20 @@ class Scorer:
 
         return self.net.predict_logits(network_input(tiles, self.input))
 
-    def score(self, tiles: np.ndarray) -> float:
-        """Probability of a tracking error for the field whose tiles are ``tiles`` (N, T, T, 1)."""
+    def score(self, tiles: np.ndarray, pairs=None) -> float:
+        """Probability of a tracking error for the field whose tiles are ``tiles`` (N, T, T, 1)
+        and, for a network with a double-image term, whose peak pairs are ``pairs``
+        (:meth:`field_pairs`, filled with every HDU of the field)."""
         from maxitrack.scoring import field_probability
 
         logits = [self.logits(tiles[i : i + self.batch_size]) for i in range(0, len(tiles), self.batch_size)]
         z = np.concatenate(logits)[:, 0]
-        return field_probability(z, self.training_prior, self.prior, self.calibration)
+        extra = 0.0
+        if self.double_images is not None:
+            if pairs is None:
+                raise ValueError("this network scores a field from its peak pairs too")
+            extra = self.double_images(pairs.significance())
+        return field_probability(z, self.training_prior, self.prior, self.calibration, extra)
 
 
 def score_task(task, scorer: Scorer, frac: float, seed: int | None, log) -> list:
@@ -146,28 +174,33 @@ def score_task(task, scorer: Scorer, frac: float, seed: int | None, log) -> list
         hdus = src.hdus
         images = [hdus[task.hdu]] if task.hdu is not None else [h for h in hdus if h.is_image]
 
-        def tiles(info, plane, data):
+        def tiles(info, plane, data, pairs):
             # the error names the HDU, unless the file or the task has only one (as maximask)
             where = task.label if task.hdu is not None or len(hdus) == 1 else f"{task.label}[{info.index}]"
             if plane is not None:
                 where += f" plane {plane}"
             try:
-                return scorer.tiles(data)
+                prepared = scorer.hdu(data)
             except ValueError as exc:
                 raise MaximaskError(where, str(exc)) from None
+            if pairs is not None:
+                pairs.add(prepared.peaks)
+            return prepared.tiles
 
         lines = []
         flat = [h for h in images if len(h.shape) == 2]
         if flat:
             chosen = choose_hdus(flat, frac, seed, task.label)
-            t = np.concatenate([tiles(h, None, src.read_image(h.index)) for h in chosen])
+            pairs = scorer.field_pairs()  # the field's HDUs together: a mosaic's CCDs moved as one
+            t = np.concatenate([tiles(h, None, src.read_image(h.index), pairs) for h in chosen])
             log(f"{task.label}: HDU {', '.join(str(h.index) for h in chosen)}: {len(t)} tiles")
-            lines.append(f"{task.label} {scorer.score(t):.6f}")
+            lines.append(f"{task.label} {scorer.score(t, pairs):.6f}")
         for h in images:
             if len(h.shape) == 3:
                 cube = src.read_image(h.index)
                 for c in range(cube.shape[0]):
-                    p = scorer.score(tiles(h, c, cube[c]))
+                    pairs = scorer.field_pairs()
+                    p = scorer.score(tiles(h, c, cube[c], pairs), pairs)
                     lines.append(f"{task.label} HDU {h.index} Channel {c} {p:.6f}")
     return lines
 

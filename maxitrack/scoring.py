@@ -18,6 +18,14 @@ Aggregation
     regression on one variable, i.e. Platt scaling), stored in the network metadata
     (``extra["calibration"]``). Without it the identity is used.
 
+Double images
+    A network whose metadata has ``double_images`` also adds ``weight * log(1 + max(D - offset, 0))``
+    to the calibrated logit, ``D`` the field's double-image statistic
+    (:mod:`maxitrack.double_images`: pairs of compact peaks piled up at one lag, the mark of a
+    tracking jump, which the tiles' network often misses). The weight is fitted with the
+    calibration (a two-variable logistic regression on the same validation frames). The log keeps
+    a field of double images from outweighing everything else by its count of stars alone.
+
 Prior
     The calibrated logit is a posterior at the training prior ``pi_train``
     (``metadata.training_priors[0]``). For a population where a fraction ``prior`` of exposures is
@@ -48,7 +56,37 @@ def sigmoid(x):
     return out if out.ndim else float(out)
 
 
-def field_logit(tile_logits, calibration: dict | None = None) -> float:
+class DoubleImageTerm:
+    """The double-image term of a network's field logit (metadata ``double_images``)."""
+
+    def __init__(self, weight: float, offset: float, params: dict | None = None):
+        self.weight, self.offset = float(weight), float(offset)
+        self.params = dict(params or {})
+
+    @classmethod
+    def from_metadata(cls, entry: dict | None) -> "DoubleImageTerm | None":
+        """The term described by ``entry`` (None for None); ValueError if malformed."""
+        if entry is None:
+            return None
+        if not isinstance(entry, dict):
+            raise ValueError(f"double_images must be an object, not {entry!r}")
+        try:
+            weight, offset = float(entry["weight"]), float(entry["offset"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError("double_images needs numeric 'weight' and 'offset'") from None
+        if not (math.isfinite(weight) and math.isfinite(offset)):
+            raise ValueError("double_images: weight and offset must be finite")
+        params = entry.get("params") or {}
+        if not isinstance(params, dict):
+            raise ValueError("double_images: 'params' must be an object")
+        return cls(weight, offset, params)
+
+    def __call__(self, statistic: float) -> float:
+        """The term's value for a field of double-image statistic ``statistic``."""
+        return self.weight * math.log1p(max(float(statistic) - self.offset, 0.0))
+
+
+def field_logit(tile_logits, calibration: dict | None = None, extra: float = 0.0) -> float:
     """Calibrated logit of one field from the logits of its tiles.
 
     Parameters
@@ -57,11 +95,13 @@ def field_logit(tile_logits, calibration: dict | None = None) -> float:
         Network logits of the N >= 1 tiles of the field (all its HDUs).
     calibration : dict, optional
         ``{"slope": a, "intercept": b}``; identity when None.
+    extra : float
+        Added after the calibration (the double-image term, :class:`DoubleImageTerm`).
 
     Returns
     -------
     float
-        ``a * mean(tile_logits) + b``: the log-odds of a tracking error at the training prior.
+        ``a * mean(tile_logits) + b + extra``: the log-odds of a tracking error at the training prior.
     """
     z = np.asarray(tile_logits, dtype=np.float64).ravel()
     if z.size == 0:
@@ -69,7 +109,7 @@ def field_logit(tile_logits, calibration: dict | None = None) -> float:
     m = float(z.mean())
     if calibration:
         m = float(calibration.get("slope", 1.0)) * m + float(calibration.get("intercept", 0.0))
-    return m
+    return m + float(extra)
 
 
 def prior_shift(prior: float, training_prior: float) -> float:
@@ -77,7 +117,8 @@ def prior_shift(prior: float, training_prior: float) -> float:
     return logit(prior) - logit(training_prior)
 
 
-def field_probability(tile_logits, training_prior: float, prior: float, calibration: dict | None = None) -> float:
+def field_probability(tile_logits, training_prior: float, prior: float, calibration: dict | None = None,
+                      extra: float = 0.0) -> float:
     """Probability of a tracking error for one field.
 
     Parameters
@@ -90,9 +131,11 @@ def field_probability(tile_logits, training_prior: float, prior: float, calibrat
         Expected fraction of tracking-error exposures in the data being scored, in (0, 1).
     calibration : dict, optional
         See :func:`field_logit`.
+    extra : float
+        See :func:`field_logit`.
 
     Returns
     -------
     float in [0, 1]
     """
-    return float(sigmoid(field_logit(tile_logits, calibration) + prior_shift(prior, training_prior)))
+    return float(sigmoid(field_logit(tile_logits, calibration, extra) + prior_shift(prior, training_prior)))

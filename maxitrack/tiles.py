@@ -23,6 +23,8 @@ Each kept tile is normalised on its own with the shared normalisation of
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from maximask.normalize import check_image, mesh_statistics, normalize_image
@@ -149,7 +151,8 @@ def _frame_sky(image: np.ndarray) -> tuple:
     return frame_sky(image, step=1 if image.size <= 1 << 16 else 8)
 
 
-def select_tiles(image: np.ndarray, tile: int, params: dict | None = None, sky_noise: tuple | None = None) -> list:
+def select_tiles(image: np.ndarray, tile: int, params: dict | None = None, sky_noise: tuple | None = None,
+                 peaks: np.ndarray | None = None) -> list:
     """Choose the cells of a frame the classifier looks at.
 
     Parameters
@@ -162,6 +165,8 @@ def select_tiles(image: np.ndarray, tile: int, params: dict | None = None, sky_n
         Selection parameters (:data:`DEFAULT_SELECTION` keys).
     sky_noise : (float, float), optional
         The frame's sky and noise if already measured (:func:`frame_sky`).
+    peaks : ndarray, bool, optional
+        The frame's :func:`compact_peaks` at ``params["detect"]`` if already found.
 
     Returns
     -------
@@ -177,7 +182,8 @@ def select_tiles(image: np.ndarray, tile: int, params: dict | None = None, sky_n
     if len(cells) > n_keep:
         sky, noise = sky_noise if sky_noise is not None else frame_sky(image)
         if np.isfinite(noise) and noise > 0:
-            peaks = compact_peaks(image, sky, noise, float(p["detect"]))
+            if peaks is None:
+                peaks = compact_peaks(image, sky, noise, float(p["detect"]))
             # peaks are on the 2x2-binned grid; cumulative sums give every cell's count at once
             csum = np.zeros((peaks.shape[0] + 1, peaks.shape[1] + 1), np.int64)
             csum[1:, 1:] = peaks.cumsum(0).cumsum(1)
@@ -209,11 +215,19 @@ def extract_tile(image: np.ndarray, y0: int, x0: int, tile: int) -> np.ndarray:
     return out
 
 
-def prepare_tiles(
+class PreparedHDU(NamedTuple):
+    """What the classifier takes from one HDU (:func:`prepare_hdu`)."""
+
+    tiles: np.ndarray  # float32 (N, tile, tile, 1), normalised, best first
+    origins: list  # (y0, x0) of each tile
+    peaks: np.ndarray | None  # bool (H // 2, W // 2): compact_peaks of the whole frame, if asked for
+
+
+def prepare_hdu(
     image: np.ndarray, tile: int, selection: dict | None = None, normalisation: dict | None = None,
-    return_origins: bool = False,
-) -> np.ndarray | tuple:
-    """Select and normalise the tiles of one frame.
+    with_peaks: bool = False,
+) -> PreparedHDU:
+    """Select and normalise the tiles of one frame, and optionally keep its compact peaks.
 
     Parameters
     ----------
@@ -226,15 +240,14 @@ def prepare_tiles(
     normalisation : dict, optional
         Normalisation parameters (the network metadata's ``normalisation``); default
         :func:`tile_normalisation`.
-    return_origins : bool
-        Also return the tiles' origins (for benchmarks that study where the tiles lie).
+    with_peaks : bool
+        Also return the frame's compact peaks (:func:`compact_peaks` at the selection's threshold;
+        the tile selection counts the same peaks, so they are found once), for the double-image
+        statistic (:mod:`maxitrack.double_images`).
 
     Returns
     -------
-    ndarray, float32, shape (N, tile, tile, 1)
-        Normalised tiles, N = ``min(n_tiles, number of cells)``.
-    list of (int, int)
-        With ``return_origins``: each tile's ``(y0, x0)`` (:func:`select_tiles`).
+    PreparedHDU
 
     Raises
     ------
@@ -250,7 +263,14 @@ def prepare_tiles(
             if np.nanmax(image) == np.nanmin(image):
                 raise ValueError("constant image (no noise to normalise by)")
     norm = normalisation or tile_normalisation(tile)
-    origins = select_tiles(image, tile, selection, sky_noise=(sky, noise))
+    sel = dict(DEFAULT_SELECTION, **(selection or {}))
+    peaks = None
+    if with_peaks:
+        if np.isfinite(noise) and noise > 0:
+            peaks = compact_peaks(image, sky, noise, float(sel["detect"]))
+        else:
+            peaks = np.zeros((image.shape[0] // 2, image.shape[1] // 2), bool)
+    origins = select_tiles(image, tile, sel, sky_noise=(sky, noise), peaks=peaks)
     out = np.empty((len(origins), tile, tile, 1), np.float32)
     for i, (y0, x0) in enumerate(origins):
         cut = extract_tile(image, y0, x0, tile)
@@ -260,7 +280,29 @@ def prepare_tiles(
             # A constant or empty tile (e.g. wholly inside a saturated core or a NaN region) in a
             # frame that is not: it carries no evidence, the network sees flat sky.
             out[i] = 0.0
-    return (out, origins) if return_origins else out
+    return PreparedHDU(out, origins, peaks)
+
+
+def prepare_tiles(
+    image: np.ndarray, tile: int, selection: dict | None = None, normalisation: dict | None = None,
+    return_origins: bool = False,
+) -> np.ndarray | tuple:
+    """The normalised tiles of one frame (:func:`prepare_hdu` without the peaks).
+
+    Returns
+    -------
+    ndarray, float32, shape (N, tile, tile, 1)
+        Normalised tiles, N = ``min(n_tiles, number of cells)``.
+    list of (int, int)
+        With ``return_origins``: each tile's ``(y0, x0)`` (:func:`select_tiles`).
+
+    Raises
+    ------
+    ValueError
+        If the frame has no finite pixel or is constant (the message gives the reason).
+    """
+    prepared = prepare_hdu(image, tile, selection, normalisation)
+    return (prepared.tiles, prepared.origins) if return_origins else prepared.tiles
 
 
 def fingerprint(tile: int, selection: dict | None = None, normalisation: dict | None = None,

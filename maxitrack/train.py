@@ -252,6 +252,37 @@ def frame_mean_logits(tile_logits: np.ndarray, frame: np.ndarray) -> tuple:
     return frames, sums / np.bincount(inv)
 
 
+def fit_logistic(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, iters: int = 100) -> np.ndarray:
+    """Logistic regression ``P(y=1) = sigmoid(X w + b)`` by Newton's method (tiny ridge on w, b).
+
+    Parameters
+    ----------
+    X : ndarray, float, shape (N, K)
+    y : ndarray, 0/1, shape (N,)
+
+    Returns
+    -------
+    ndarray, shape (K + 1,)
+        ``w`` then the intercept ``b``. Newton starts from the first weight at 1 and the others at
+        0 (for Platt scaling: the identity).
+    """
+    X = np.asarray(X, np.float64).reshape(len(y), -1)
+    y = np.asarray(y, np.float64)
+    X = np.column_stack([X, np.ones(len(X))])
+    w = np.zeros(X.shape[1])
+    w[0] = 1.0
+    for _ in range(iters):
+        z = np.clip(X @ w, -50, 50)
+        p = 1.0 / (1.0 + np.exp(-z))
+        g = X.T @ (p - y) + l2 * w
+        H = (X * (p * (1 - p))[:, None]).T @ X + l2 * np.eye(X.shape[1])
+        step = np.linalg.solve(H, g)
+        w -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    return w
+
+
 def fit_platt(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, iters: int = 100) -> dict:
     """Logistic regression ``P(y=1) = sigmoid(a x + b)`` by Newton's method (tiny ridge on a, b).
 
@@ -267,19 +298,7 @@ def fit_platt(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, iters: int = 100) 
     dict
         ``{"slope": a, "intercept": b}``.
     """
-    x = np.asarray(x, np.float64)
-    y = np.asarray(y, np.float64)
-    X = np.stack([x, np.ones_like(x)], axis=1)
-    w = np.array([1.0, 0.0])
-    for _ in range(iters):
-        z = np.clip(X @ w, -50, 50)
-        p = 1.0 / (1.0 + np.exp(-z))
-        g = X.T @ (p - y) + l2 * w
-        H = (X * (p * (1 - p))[:, None]).T @ X + l2 * np.eye(2)
-        step = np.linalg.solve(H, g)
-        w -= step
-        if np.abs(step).max() < 1e-10:
-            break
+    w = fit_logistic(np.asarray(x, np.float64)[:, None], y, l2, iters)
     return {"slope": float(w[0]), "intercept": float(w[1])}
 
 

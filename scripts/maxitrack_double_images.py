@@ -1,0 +1,87 @@
+"""A maxitrack network with the double-image term: the same tile network, a refitted calibration.
+
+The field's logit becomes ``a * mean_tile_logit + c * log(1 + max(D - D0, 0)) + b``, ``D`` the
+field's double-image statistic (:mod:`maxitrack.double_images`), ``D0`` fixed (``--offset``), and
+``a``, ``b``, ``c`` fitted by logistic regression on validation frames (the calibration frames of
+the tile network, cached by ``benchmarks/tracking_double_images.py prepare --split val``). The tile
+network's files are copied unchanged; the metadata gets the new calibration and a
+``double_images`` entry (which the model identifier includes). docs/MAXITRACK.md, "Double images
+from the field's peaks".
+
+Usage::
+
+    python benchmarks/tracking_double_images.py prepare --split val --first 0 --frames 400 \\
+        --work runs/jump/val --workers 2
+    python scripts/maxitrack_double_images.py --net-dir tensorflow_models/maxitrack \\
+        --work runs/jump/val --out runs/jump/net
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+
+def main(argv=None) -> int:
+    from tracking_double_images import double_image_statistics, load, tile_network_hash
+
+    from maximask.network import METADATA_FILE, NetworkMetadata, weights_hash
+    from maxitrack.double_images import DEFAULT_DOUBLE_IMAGES
+    from maxitrack.train import calibrated_log_loss, fit_logistic, roc_auc
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--net-dir", required=True, help="the maxitrack network whose tile network is kept")
+    ap.add_argument("--work", required=True, help="cached validation frames (tracking_double_images.py prepare)")
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--offset", type=float, default=10.0, help="D0: the statistic counts from there")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+
+    src = Path(args.net_dir)
+    recs, peaks, shape, cached = load(args.work, args.split)
+    if tile_network_hash(src) != cached:
+        raise SystemExit(f"{src}: its tile network is not the one the cache was made with ({cached})")
+    params = copy.deepcopy(DEFAULT_DOUBLE_IMAGES)
+    d = double_image_statistics(peaks, shape, params)
+    mean_z = np.array([np.mean(r["tile_logits"]) for r in recs])
+    y = np.array([r["label"] for r in recs])
+    term = np.log1p(np.maximum(d - args.offset, 0.0))
+    a, c, b = fit_logistic(np.column_stack([mean_z, term]), y)
+    z = a * mean_z + c * term + b
+    calibration = {"slope": float(a), "intercept": float(b),
+                   "fitted_on": f"{len(y)} validation frames {2 * shape[0]}x{2 * shape[1]}, 12 tiles each, "
+                                f"with the double-image term"}
+    print(f"a {a:.4f}, c {c:.4f}, b {b:.4f}; validation AUC {roc_auc(mean_z, y):.4f} -> {roc_auc(z, y):.4f} "
+          f"(fitted on these frames), log-loss {calibrated_log_loss(z, y, None):.4f}", file=sys.stderr)
+
+    meta = json.loads((src / METADATA_FILE).read_text())
+    meta["double_images"] = {"weight": float(c), "offset": float(args.offset), "params": params}
+    extra = copy.deepcopy(meta["extra"])
+    extra["calibration"] = calibration
+    extra["double_images_fit"] = {"from": str(args.net_dir), "frames": len(y),
+                                  "command": "python scripts/maxitrack_double_images.py "
+                                             + " ".join(sys.argv[1:] if argv is None else argv)}
+    meta["extra"] = extra
+    NetworkMetadata.from_dict(meta)  # refuse to write what the command could not read
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("model.tflite", "model.keras"):
+        if (src / name).resolve() != (out / name).resolve():
+            shutil.copy2(src / name, out / name)
+    model_id = weights_hash(out / "model.tflite", inference=meta)
+    meta["extra"]["model_id"] = model_id
+    (out / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"written to {out} (model id {model_id})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
