@@ -3,7 +3,8 @@
 The frames are the tile caches of :mod:`benchmarks.tracking_quality` (``--work``, its chunks of
 frames FIRST .. FIRST + N - 1). Each network scores each frame as the command does: its first
 ``n_tiles`` ranked tiles (from the network's metadata), the mean of their logits, mapped by the
-network's own calibration (:func:`maxitrack.scoring.field_logit`). Reported per network: ROC AUC,
+network's own calibration, plus its double-image term where it has one
+(:func:`maxitrack.scoring.field_logit`). Reported per network: ROC AUC,
 calibrated log-loss, FPR at TPR 95 %; and for each network after the first, its AUC minus the
 first's with a 95 % interval from frames drawn with replacement, the same draws for every network
 (:func:`tracking_validation.add_intervals`).
@@ -26,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_io import write_json  # noqa: E402
-from tracking_quality import CHUNK, cache_files, fpr_at_tpr  # noqa: E402
+from tracking_quality import CHUNK, cache_files, double_image_terms, fpr_at_tpr  # noqa: E402
 from tracking_validation import add_intervals  # noqa: E402
 
 
@@ -75,7 +76,8 @@ def main(argv=None) -> int:
             pick = np.concatenate([np.arange(s, s + min(n, r["n_tiles"])) for s, r in zip(starts, recs)])
             tl = sc.logits(d["tiles"][pick].astype(np.float32)[..., None])[:, 0]
             bounds = np.cumsum([0] + [min(n, r["n_tiles"]) for r in recs])
-            z[k] += [field_logit(tl[a:b], sc.calibration) for a, b in zip(bounds[:-1], bounds[1:])]
+            extra = double_image_terms(d, sc, path)
+            z[k] += [field_logit(tl[a:b], sc.calibration, e) for a, b, e in zip(bounds[:-1], bounds[1:], extra)]
         y += [r["label"] for r in recs]
     z, y = np.array(z), np.array(y)
     rows = [{"net": net, "model_id": sc.net.model_id, "auc": roc_auc(z[k], y), "log_loss": log_loss(z[k], y),

@@ -80,12 +80,13 @@ def cache_files(work, seed: int, size, tile: int, first: int, frames: int) -> li
 
 
 def prepare(args, tile: int, selection: dict, normalisation: dict, work: Path) -> list:
-    """Simulate the frames and cache their ranked tiles (every cell, best first); returns cache files.
+    """Simulate the frames and cache their ranked tiles (every cell, best first) and their compact
+    peaks (for the double-image statistic); returns cache files.
 
     This stage does not need the network, so it can run while the network trains.
     """
     from maximask.sim import simulate_tracking_frame
-    from maxitrack.tiles import prepare_tiles
+    from maxitrack.tiles import prepare_hdu
 
     sel = dict(selection, n_tiles=10**6)  # every cell, best first
     files = cache_files(work, args.seed, args.size, tile, args.first, args.frames)
@@ -93,11 +94,12 @@ def prepare(args, tile: int, selection: dict, normalisation: dict, work: Path) -
     for path, (c0, c1) in zip(files, _chunks(args.first, args.frames)):
         if path.exists():
             continue
-        tiles, recs = [], []
+        tiles, recs, peaks = [], [], []
         for i in range(c0, c1):
             image, label, meta = simulate_tracking_frame(tuple(args.size), frame_rng(args.seed, "bench", i))
-            ranked, origins = prepare_tiles(image, tile, sel, normalisation, return_origins=True)
+            ranked, origins, peak_map = prepare_hdu(image, tile, sel, normalisation, with_peaks=True)
             tiles.append(ranked[..., 0].astype(np.float16))
+            peaks.append(np.argwhere(peak_map).astype(np.int16))  # for the double-image statistic
             recs.append({
                 "index": i,
                 "label": int(label),
@@ -112,22 +114,49 @@ def prepare(args, tile: int, selection: dict, normalisation: dict, work: Path) -
                 "origins": [list(o) for o in origins],  # (y0, x0) of each ranked tile
             })
         tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, tiles=np.concatenate(tiles), records=np.array(json.dumps(recs)))
+        np.savez(tmp, tiles=np.concatenate(tiles), records=np.array(json.dumps(recs)),
+                 peaks=np.concatenate(peaks), peak_counts=np.array([len(q) for q in peaks]),
+                 peak_grid=np.array(peak_map.shape))
         tmp.replace(path)
         print(f"{c1 - args.first}/{args.frames} frames simulated ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
     return files
 
 
+def double_image_terms(chunk, scorer, path="") -> np.ndarray:
+    """The double-image term of each frame of a cache chunk (``np.load`` of it) for the network of
+    ``scorer``, from the chunk's peaks; zeros for a network without the term."""
+    recs = json.loads(str(chunk["records"]))
+    if scorer.double_images is None:
+        return np.zeros(len(recs))
+    if "peaks" not in chunk:
+        raise SystemExit(f"{path}: cached without the frames' peaks, which this network needs; "
+                         "move the cache away and prepare it again")
+    off = np.concatenate([[0], np.cumsum(chunk["peak_counts"])])
+    grid = tuple(int(v) for v in chunk["peak_grid"])
+    out = np.empty(len(recs))
+    for n in range(len(recs)):
+        pairs = scorer.field_pairs()
+        peak_map = np.zeros(grid, bool)
+        q = chunk["peaks"][off[n] : off[n + 1]].astype(np.int64)
+        peak_map[q[:, 0], q[:, 1]] = True
+        pairs.add(peak_map)
+        out[n] = scorer.double_images(pairs.significance())
+    return out
+
+
 def score_cached(files, scorer) -> list:
-    """Per-frame records with the network's logits of the ranked tiles."""
+    """Per-frame records with the network's logits of the ranked tiles, and ``extra``: the
+    double-image term of the field logit (:func:`double_image_terms`)."""
     out = []
     for path in files:
         d = np.load(path)
         tiles = d["tiles"].astype(np.float32)[..., None]
         z = np.concatenate([scorer.logits(tiles[j : j + 64]) for j in range(0, len(tiles), 64)])[:, 0]
+        extra = double_image_terms(d, scorer, path)
         k = 0
-        for rec in json.loads(str(d["records"])):
+        for rec, e in zip(json.loads(str(d["records"])), extra):
             rec["tile_logits"] = z[k : k + rec["n_tiles"]].tolist()
+            rec["extra"] = float(e)
             k += rec["n_tiles"]
             out.append(rec)
     return out
@@ -199,7 +228,7 @@ def main(argv=None) -> int:
     recs = score_cached(files, scorer)
 
     def scores(k):
-        return np.array([field_logit(r["tile_logits"][:k], scorer.calibration) for r in recs])
+        return np.array([field_logit(r["tile_logits"][:k], scorer.calibration, r["extra"]) for r in recs])
 
     y = np.array([r["label"] for r in recs])
     z = scores(n_tiles)  # calibrated logit at the training prior

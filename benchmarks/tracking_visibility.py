@@ -138,7 +138,7 @@ def main(argv=None) -> int:
         for rec, c in zip(recs, cached):
             if c["index"] != rec["index"] or c["kind"] != rec["kind"]:
                 raise SystemExit(f"frame {rec['index']}: the cache holds another frame ({c['kind']}, not {rec['kind']})")
-        z = np.array([field_logit(c["tile_logits"][:n_tiles], scorer.calibration) for c in cached])
+        z = np.array([field_logit(c["tile_logits"][:n_tiles], scorer.calibration, c["extra"]) for c in cached])
     lines = [f"# Visibility of the tracking errors: {args.frames} frames {shape[0]}x{shape[1]}, seed {args.seed} split 3", ""]
     y = np.array([r["kind"] != "none" for r in recs])
     if z is not None:
