@@ -18,7 +18,9 @@ in the network metadata as ``double_images``):
    for peaks scattered uniformly); every peak within ``line_halfwidth`` of such a band goes. The
    strongest band goes first, and its peaks leave the accumulator before the next is looked for
    (at most ``max_lines``): the bands that cross a strong line at neighbouring angles would
-   otherwise count as lines too and take a fan of the field's peaks with them.
+   otherwise count as lines too and take a fan of the field's peaks with them. Then **one peak
+   per object** (:func:`merge_close_peaks`): of peaks within ``merge_radius`` of each other, the
+   first in raster order is kept (after the lines, whose peaks it would thin below the limit).
 2. **Pair counts** (:func:`pair_counts`): the ordered pairs of peaks at each lag ``(dy, dx)``,
    ``|dy|, |dx| <= reach`` binned px, and what uniformly scattered peaks would give. A field's
    HDUs add their counts (a mosaic's CCDs moved together).
@@ -44,10 +46,11 @@ import numpy as np
 #: Parameters of the statistic (binned pixels), stored in the network metadata (``double_images``).
 DEFAULT_DOUBLE_IMAGES = {
     "reach": 40,  # largest lag (80 px unbinned): a jump's separation is up to 40 px, 80 for a double jump
+    "merge_radius": 2,  # peaks this close (each axis) are one object's
     "min_lag": 6.0,  # within: a star's own peaks, crowding, and short jumps (which the network finds)
     "hough_angles": 180,
     "hough_band": 2.0,
-    "line_min_peaks": 15,
+    "line_min_peaks": 8,
     "line_nsig": 6.0,
     "line_halfwidth": 3.0,
     "max_lines": 50,
@@ -56,6 +59,39 @@ DEFAULT_DOUBLE_IMAGES = {
     "ring_baseline": True,
     "studentize": True,
 }
+
+
+def merge_close_peaks(peak_map: np.ndarray, radius: int) -> np.ndarray:
+    """One peak per cluster: a peak is kept unless another lies within ``radius`` (on each axis)
+    before it in raster order.
+
+    A bright star's core, a galaxy's knots or a cosmic ray can leave two or three peaks a pixel or
+    two apart; two such objects would give several pairs at one lag, a pile-up that is not a
+    jump's. A jump's two images lie at least ``min_lag`` apart, far beyond ``radius``.
+
+    Parameters
+    ----------
+    peak_map : ndarray, bool, shape (h, w)
+    radius : int
+
+    Returns
+    -------
+    ndarray, bool, shape (h, w)
+    """
+    m = np.asarray(peak_map, bool)
+    keep = m.copy()
+    h, w = m.shape
+    r = int(radius)
+    for dy in range(-r, 1):
+        for dx in range(-r, r + 1):
+            if dy == 0 and dx >= 0:
+                continue
+            # keep[y, x] &= not m[y + dy, x + dx]
+            ys, yd = slice(max(0, -dy), h), slice(max(0, -dy) + dy, h + dy)
+            xs = slice(max(0, -dx), min(w, w - dx))
+            xd = slice(max(0, -dx) + dx, min(w, w - dx) + dx)
+            keep[ys, xs] &= ~m[yd, xd]
+    return keep
 
 
 def drop_line_peaks(peaks: np.ndarray, shape, params: dict | None = None) -> np.ndarray:
@@ -267,6 +303,18 @@ def double_image_significance(counts: np.ndarray, expected: np.ndarray, params: 
     return float(z[ok].max())
 
 
+def counted_peaks(peak_map: np.ndarray, params: dict | None = None) -> np.ndarray:
+    """The peaks whose pairs are counted: those of ``peak_map`` (bool, h x w) off straight lines
+    (:func:`drop_line_peaks`), one per object (:func:`merge_close_peaks`); int (N, 2) ``(y, x)``."""
+    p = dict(DEFAULT_DOUBLE_IMAGES, **(params or {}))
+    peaks = drop_line_peaks(np.argwhere(peak_map), peak_map.shape, p)
+    if int(p.get("merge_radius", 0)) > 0:
+        kept = np.zeros(peak_map.shape, bool)
+        kept[peaks[:, 0], peaks[:, 1]] = True
+        peaks = np.argwhere(merge_close_peaks(kept, int(p["merge_radius"])))
+    return peaks
+
+
 class FieldPairs:
     """Pair counts of a field, accumulated over its HDUs (or one plane of a cube)."""
 
@@ -278,7 +326,7 @@ class FieldPairs:
 
     def add(self, peak_map: np.ndarray) -> None:
         """Add one HDU's peaks (the boolean map of :func:`maxitrack.tiles.compact_peaks`)."""
-        peaks = drop_line_peaks(np.argwhere(peak_map), peak_map.shape, self.params)
+        peaks = counted_peaks(peak_map, self.params)
         c, e = pair_counts(peaks, peak_map.shape, int(self.params["reach"]))
         self.counts += c
         self.expected += e

@@ -12,6 +12,7 @@ import pytest
 from maxitrack.double_images import (
     DEFAULT_DOUBLE_IMAGES,
     FieldPairs,
+    counted_peaks,
     double_image_significance,
     drop_line_peaks,
     pair_counts,
@@ -75,6 +76,24 @@ def test_a_double_jump_shows_its_inner_pair():
     assert significance(triple) > 25
 
 
+def test_one_peak_per_object():
+    # objects that leave two or three peaks a pixel apart: two such objects are one pair, not nine
+    field = scattered(300, 12)
+    blobs = np.concatenate([field, field + (1, 0), field + (1, 1)])
+    m = np.zeros(SHAPE, bool)
+    m[blobs[:, 0], blobs[:, 1]] = True
+    kept = counted_peaks(m)
+    assert len(kept) <= len(np.unique(field, axis=0))
+    assert significance(blobs) < 6
+    # the merging keeps the first of each cluster in raster order, whatever the others
+    from maxitrack.double_images import merge_close_peaks
+
+    m = np.zeros((10, 12), bool)
+    for y, x in [(2, 3), (3, 4), (4, 5), (7, 1), (7, 9), (9, 9), (0, 11), (1, 10)]:
+        m[y, x] = True
+    assert np.argwhere(merge_close_peaks(m, 2)).tolist() == [[0, 11], [2, 3], [7, 1], [7, 9]]
+
+
 def test_short_lags_are_not_counted():
     # a star's own peaks, the pairs of a crowded field, and jumps shorter than min_lag (which the
     # tile network finds) lie there
@@ -118,9 +137,8 @@ def test_hdus_of_a_field_add_their_pairs():
     f = FieldPairs()
     f.add(ma)
     f.add(mb)
-    # (peaks drawn twice at one pixel are one peak of the map)
-    ca, ea = pair_counts(drop_line_peaks(np.argwhere(ma), SHAPE), SHAPE, DEFAULT_DOUBLE_IMAGES["reach"])
-    cb, eb = pair_counts(drop_line_peaks(np.argwhere(mb), SHAPE), SHAPE, DEFAULT_DOUBLE_IMAGES["reach"])
+    ca, ea = pair_counts(counted_peaks(ma), SHAPE, DEFAULT_DOUBLE_IMAGES["reach"])
+    cb, eb = pair_counts(counted_peaks(mb), SHAPE, DEFAULT_DOUBLE_IMAGES["reach"])
     np.testing.assert_array_equal(f.counts, ca + cb)
     np.testing.assert_allclose(f.expected, ea + eb)
     assert f.significance() == double_image_significance(ca + cb, ea + eb)
