@@ -54,5 +54,24 @@ def test_scores_a_frame(network):
     rng = np.random.default_rng(0)
     image = rng.normal(100.0, 5.0, (300, 260)).astype(np.float32)
     scorer = Scorer(NET, prior=0.05, batch_size=4)
-    p = scorer.score(scorer.tiles(image))
+    prepared = scorer.hdu(image)
+    pairs = scorer.field_pairs()
+    if pairs is not None:
+        pairs.add(prepared.peaks)
+    p = scorer.score(prepared.tiles, pairs)
     assert 0.0 <= p <= 1.0
+
+
+def test_double_image_term_as_fitted(network):
+    """A network with a double-image term stores its parameters, weight and offset, and the
+    calibration fitted with it."""
+    from maxitrack.scoring import DoubleImageTerm
+
+    entry = network.metadata.double_images
+    if entry is None:
+        pytest.skip("the shipped network has no double-image term")
+    term = DoubleImageTerm.from_metadata(entry)
+    assert term.weight > 0 and term.offset > 0
+    assert term(term.offset) == 0.0 and term(term.offset + 10) > 0
+    assert "double-image" in network.metadata.extra["calibration"]["fitted_on"]
+    assert network.metadata.extra["double_images_fit"]["command"].startswith("python scripts/maxitrack_double_images.py")
