@@ -202,18 +202,29 @@ def test_prepare_hdu_gives_the_tiles_and_peaks_of_the_command():
     assert prepare_hdu(im, 64, sel).peaks is None
 
 
-@pytest.fixture(scope="module")
-def net_with_term(tmp_path_factory):
-    """The bundled maxitrack network with a double-image term in its metadata."""
+def _bundled_with(tmp_path_factory, name, entry):
+    """A copy of the bundled maxitrack network whose double-image entry is ``entry`` (None: none)."""
     from maximask.resources import default_net_dir
 
-    src = default_net_dir("maxitrack")
-    d = tmp_path_factory.mktemp("net") / "with_term"
-    shutil.copytree(src, d)
+    d = tmp_path_factory.mktemp("net") / name
+    shutil.copytree(default_net_dir("maxitrack"), d)
     meta = json.loads((d / "metadata.json").read_text())
-    meta["double_images"] = {"weight": 1.0, "offset": 10.0, "params": dict(DEFAULT_DOUBLE_IMAGES)}
+    meta["double_images"] = entry
     (d / "metadata.json").write_text(json.dumps(meta))
     return d
+
+
+@pytest.fixture(scope="module")
+def net_with_term(tmp_path_factory):
+    """The bundled network's tiles and calibration, with a double-image term of weight 1 from 10."""
+    return _bundled_with(tmp_path_factory, "with_term",
+                         {"weight": 1.0, "offset": 10.0, "params": dict(DEFAULT_DOUBLE_IMAGES)})
+
+
+@pytest.fixture(scope="module")
+def net_without_term(tmp_path_factory):
+    """The same without the term."""
+    return _bundled_with(tmp_path_factory, "without_term", None)
 
 
 def _star_field(seed, shape=(512, 512), n=400, jump=None, fwhm=2.0):
@@ -233,7 +244,7 @@ def _star_field(seed, shape=(512, 512), n=400, jump=None, fwhm=2.0):
     return im.astype(np.float32)
 
 
-def test_command_adds_the_term_to_a_field_of_double_images(net_with_term, tmp_path, monkeypatch):
+def test_command_adds_the_term_to_a_field_of_double_images(net_with_term, net_without_term, tmp_path, monkeypatch):
     import fitsio
 
     from maxitrack import cli
@@ -244,7 +255,8 @@ def test_command_adds_the_term_to_a_field_of_double_images(net_with_term, tmp_pa
     fitsio.write(str(double), _star_field(1, jump=(14, 22)), clobber=True)
     monkeypatch.chdir(tmp_path)
     assert cli.main([str(plain), str(double), "--net_dir", str(net_with_term), "-o", "with.out", "-q", "--prior", "0.001"]) == 0
-    assert cli.main([str(plain), str(double), "-o", "without.out", "-q", "--prior", "0.001"]) == 0
+    assert cli.main([str(plain), str(double), "--net_dir", str(net_without_term), "-o", "without.out", "-q",
+                     "--prior", "0.001"]) == 0
     with_term = [float(line.split()[1]) for line in (tmp_path / "with.out").read_text().splitlines()]
     without = [float(line.split()[1]) for line in (tmp_path / "without.out").read_text().splitlines()]
     # the single-image field gets no term (its statistic is below the offset): the same score
@@ -259,11 +271,12 @@ def test_command_adds_the_term_to_a_field_of_double_images(net_with_term, tmp_pa
     assert logit(with_term[1]) - logit(without[1]) == pytest.approx(sc.double_images(pairs.significance()), abs=2e-3)
 
 
-def test_the_term_is_part_of_the_model_identifier(net_with_term):
+def test_the_term_is_part_of_the_model_identifier(net_with_term, net_without_term):
     from maximask.network import Network
     from maximask.resources import default_net_dir
 
-    assert Network(net_with_term).model_id != Network(default_net_dir("maxitrack")).model_id
+    ids = {Network(d).model_id for d in (net_with_term, net_without_term, default_net_dir("maxitrack"))}
+    assert len(ids) == 3
 
 
 def test_malformed_term_is_a_usage_error(net_with_term, tmp_path, monkeypatch, capsys):
