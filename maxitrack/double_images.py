@@ -4,8 +4,8 @@ A jump (the telescope moved during the exposure and stayed) records every star t
 vector apart. Among the field's *compact peaks* (:func:`maxitrack.tiles.compact_peaks`: stars and
 streaks, on the 2x2-binned grid; galaxies' smooth light, fringes, nebulae and halos make none),
 each star bright enough to stand out in both images gives a pair of peaks at that vector. The
-pairs of unrelated peaks scatter uniformly over the lags, so the jump's pairs pile up in one lag
-and stand out far above them, whatever else the field holds. The network sees the same thing in
+pairs of unrelated peaks scatter over the lags, so the jump's pairs pile up in one lag and stand
+out above them. The network sees the same thing in
 each tile's pixel autocorrelation, where galaxies, fringes and trails often drown it.
 
 Statistic (:func:`double_image_significance`, parameters in :data:`DEFAULT_DOUBLE_IMAGES`, stored
@@ -31,7 +31,11 @@ in the network metadata as ``double_images``):
    the same farther out. A line of peaks through the zero lag (the peaks of a diffraction spike
    seen from its star, what is left of a trail) is as high on both sides and cancels; a jump's
    pair is an isolated peak; a double jump's outer pair, at twice the vector, raises only the outer
-   sample of the inner one. The statistic is the largest significance.
+   sample of the inner one. With ``ring_baseline``, ``B`` is also at least the median of the lag's
+   ring (pairs that depend on distance alone: crowding, clustering); with ``studentize``, the
+   significances are divided by their spread over the lags (1.4826 MAD, at least 1), which exceeds
+   Poisson's where the field's peaks have structure of their own (a crowded 2048x4096 CCD). The
+   statistic ``D`` is the largest significance.
 
 The field's score adds ``weight * log(1 + max(D - offset, 0))`` to the calibrated mean tile logit
 (:func:`maxitrack.scoring.field_logit`); the weight is fitted with the calibration.
