@@ -296,3 +296,37 @@ def test_malformed_term_is_a_usage_error(net_with_term, tmp_path, monkeypatch, c
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"maxitrack: error: {d}: malformed metadata: double_images")
     assert not (tmp_path / "maxitrack.out").exists()
+
+
+def test_each_cube_plane_and_each_mosaic_is_one_field(net_with_term, net_without_term, tmp_path, monkeypatch):
+    """A cube's planes are fields of their own (the double-image plane alone gains the term); a
+    mosaic's HDUs are one field (their pairs add up)."""
+    import fitsio
+
+    from maxitrack import cli
+    from maxitrack.scoring import logit
+
+    plain, double = _star_field(3), _star_field(3, jump=(-16, 18))
+    cube = tmp_path / "cube.fits"
+    fitsio.write(str(cube), np.stack([plain, double]), clobber=True)
+    mosaic = tmp_path / "mosaic.fits"
+    with fitsio.FITS(str(mosaic), "rw", clobber=True) as f:
+        f.write(None)
+        f.write(plain)
+        f.write(double)
+    monkeypatch.chdir(tmp_path)
+    for name, net in (("with", net_with_term), ("without", net_without_term)):
+        assert cli.main([str(cube), str(mosaic), "--net_dir", str(net), "-o", f"{name}.out", "-q", "--prior", "0.001"]) == 0
+    with_term = [line.split() for line in (tmp_path / "with.out").read_text().splitlines()]
+    without = [line.split() for line in (tmp_path / "without.out").read_text().splitlines()]
+    assert [w[:-1] for w in with_term] == [w[:-1] for w in without]
+    assert [w[1:5] for w in with_term[:2]] == [["HDU", "0", "Channel", "0"], ["HDU", "0", "Channel", "1"]]
+    gain = [logit(float(a[-1])) - logit(float(b[-1])) for a, b in zip(with_term, without)]
+    assert gain[0] == pytest.approx(0.0, abs=1e-3)  # the plain plane
+    sc = cli.Scorer(net_with_term, 0.5, 16)
+    pairs = sc.field_pairs()
+    pairs.add(sc.hdu(double).peaks)
+    assert gain[1] == pytest.approx(sc.double_images(pairs.significance()), abs=2e-3) and gain[1] > 1
+    # the mosaic: the pairs of both HDUs together
+    pairs.add(sc.hdu(plain).peaks)
+    assert gain[2] == pytest.approx(sc.double_images(pairs.significance()), abs=2e-3) and gain[2] > 1
