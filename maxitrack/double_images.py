@@ -125,8 +125,11 @@ def drop_line_peaks(peaks: np.ndarray, shape, params: dict | None = None) -> np.
     rmax = math.hypot(h, w)
     n_bands = int(2 * rmax / width) + 1
 
+    cos, sin = np.cos(theta), np.sin(theta)
+
     def rho(t):
-        return x * math.cos(theta[t]) + y * math.sin(theta[t])
+        # the same products as the subtraction below: a peak's band never differs between them
+        return x * cos[t] + y * sin[t]
 
     # a band's length within the frame (its longest chord) times its width, times the peak density
     length = np.minimum(h / np.maximum(np.abs(np.cos(theta)), 1e-9), w / np.maximum(np.abs(np.sin(theta)), 1e-9))
@@ -136,7 +139,6 @@ def drop_line_peaks(peaks: np.ndarray, shape, params: dict | None = None) -> np.
     acc = np.stack([np.bincount(np.floor((rho(t) + rmax) / width).astype(np.int64), minlength=n_bands)
                     for t in range(theta.size)])
     alive = np.ones(len(peaks), bool)
-    cos, sin = np.cos(theta), np.sin(theta)
     for _ in range(int(p["max_lines"])):
         # the strongest line first; its peaks out of the accumulator before the next is looked
         # for, so that the bands crossing it at neighbouring angles do not count as lines too
