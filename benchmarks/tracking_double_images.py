@@ -31,9 +31,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_io import write_json  # noqa: E402
+from tracking_quality import KINDS, double_image_statistics  # noqa: E402
 
 CHUNK = 50
-KINDS = ("drift", "arc", "jump", "shake", "periodic")
 
 
 def tile_network_hash(net_dir) -> str:
@@ -115,20 +115,6 @@ def load(work, split: str) -> tuple:
     if len(shapes) != 1 or len(nets) != 1:
         raise SystemExit(f"{work}: cached chunks of different frame sizes or tile networks")
     return recs, peaks, shapes.pop(), nets.pop()
-
-
-def double_image_statistics(peaks: list, shape, params: dict | None = None) -> np.ndarray:
-    """The double-image statistic of each cached frame (one HDU each)."""
-    from maxitrack.double_images import FieldPairs
-
-    out = np.empty(len(peaks))
-    for i, pk in enumerate(peaks):
-        m = np.zeros(shape, bool)
-        m[pk[:, 0], pk[:, 1]] = True
-        f = FieldPairs(params)
-        f.add(m)
-        out[i] = f.significance()
-    return out
 
 
 def field_logits(net_dir, recs: list, peaks: list, shape) -> np.ndarray:

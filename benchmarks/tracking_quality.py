@@ -122,6 +122,21 @@ def prepare(args, tile: int, selection: dict, normalisation: dict, work: Path) -
     return files
 
 
+def double_image_statistics(peaks: list, grid, params: dict | None = None) -> np.ndarray:
+    """The double-image statistic of each cached frame (one HDU each) from its peaks' ``(y, x)``
+    on the binned grid ``grid``, as the command computes it (:class:`maxitrack.double_images.FieldPairs`)."""
+    from maxitrack.double_images import FieldPairs
+
+    out = np.empty(len(peaks))
+    for i, q in enumerate(peaks):
+        peak_map = np.zeros(grid, bool)
+        peak_map[q[:, 0], q[:, 1]] = True
+        pairs = FieldPairs(params)
+        pairs.add(peak_map)
+        out[i] = pairs.significance()
+    return out
+
+
 def double_image_terms(chunk, scorer, path="") -> np.ndarray:
     """The double-image term of each frame of a cache chunk (``np.load`` of it) for the network of
     ``scorer``, from the chunk's peaks; zeros for a network without the term."""
@@ -132,16 +147,9 @@ def double_image_terms(chunk, scorer, path="") -> np.ndarray:
         raise SystemExit(f"{path}: cached without the frames' peaks, which this network needs; "
                          "move the cache away and prepare it again")
     off = np.concatenate([[0], np.cumsum(chunk["peak_counts"])])
-    grid = tuple(int(v) for v in chunk["peak_grid"])
-    out = np.empty(len(recs))
-    for n in range(len(recs)):
-        pairs = scorer.field_pairs()
-        peak_map = np.zeros(grid, bool)
-        q = chunk["peaks"][off[n] : off[n + 1]].astype(np.int64)
-        peak_map[q[:, 0], q[:, 1]] = True
-        pairs.add(peak_map)
-        out[n] = scorer.double_images(pairs.significance())
-    return out
+    peaks = [chunk["peaks"][off[n] : off[n + 1]].astype(np.int64) for n in range(len(recs))]
+    d = double_image_statistics(peaks, tuple(int(v) for v in chunk["peak_grid"]), scorer.double_images.params)
+    return np.array([scorer.double_images(v) for v in d])
 
 
 def score_cached(files, scorer) -> list:

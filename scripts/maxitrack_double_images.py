@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 
 def main(argv=None) -> int:
-    from tracking_double_images import double_image_statistics, load, tile_network_hash
+    from tracking_double_images import load, tile_network_hash
+    from tracking_quality import double_image_statistics
 
     from maximask.network import METADATA_FILE, NetworkMetadata, weights_hash
     from maxitrack.double_images import DEFAULT_DOUBLE_IMAGES
