@@ -164,12 +164,14 @@ def compare(args) -> None:
     from maximask.network import Network
 
     rows = [{"net": n, "model_id": Network(n).model_id, "auc": roc_auc(z[k], y), "log_loss": log_loss(z[k], y),
-             "fpr_at_tpr_95": fpr_at_tpr(z[k], y, 0.95)[0], "kinds": kind_aucs(z[k], recs)}
+             "fpr_at_tpr_95": fpr_at_tpr(z[k], y, 0.95)[0], "kinds": kind_aucs(z[k], recs),
+             # normal exposures the command would call tracking errors at the training prior
+             "negatives_above_half": int((z[k][y == 0] > 0).sum())}
             for k, n in enumerate(args.net)]
     add_intervals(rows, z, y)
     for row in rows:
         kinds = ", ".join(f"{k} {v:.3f}" for k, v in row["kinds"].items() if not k.endswith("frames"))
-        print(f"{row_line(row)}\n    {kinds}")
+        print(f"{row_line(row)}\n    {kinds}; normal frames above 0.5: {row['negatives_above_half']}")
     idx = [r["index"] for r in recs]
     print(f"{len(y)} frames ({int(y.sum())} with an error), split {args.split}, frames {min(idx)}-{max(idx)}, "
           f"binned grid {shape[0]}x{shape[1]}")

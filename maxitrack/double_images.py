@@ -18,7 +18,11 @@ in the network metadata as ``double_images``):
    for peaks scattered uniformly); every peak within ``line_halfwidth`` of such a band goes. The
    strongest band goes first, and its peaks leave the accumulator before the next is looked for
    (at most ``max_lines``): the bands that cross a strong line at neighbouring angles would
-   otherwise count as lines too and take a fan of the field's peaks with them. Then **one peak
+   otherwise count as lines too and take a fan of the field's peaks with them. With
+   ``wide_lines``, the same search runs again with coarse bands (its keys override these) for what
+   narrow bands miss: a wide, glinting satellite trail or an aircraft's lights leave two or three
+   peaks across each blob, too scattered for any narrow band to hold enough of them, yet the
+   blobs repeat at the glint period and would pile up pairs at that lag. Then **one peak
    per object** (:func:`merge_close_peaks`): of peaks within ``merge_radius`` of each other, the
    first in raster order is kept (after the lines, whose peaks it would thin below the limit).
 2. **Pair counts** (:func:`pair_counts`): the ordered pairs of peaks at each lag ``(dy, dx)``,
@@ -26,12 +30,14 @@ in the network metadata as ``double_images``):
    HDUs add their counts (a mosaic's CCDs moved together).
 3. **Significance** of each lag at least ``min_lag`` from the zero lag, on the counts summed over
    3x3 lags (a peak's position is known to a binned pixel): ``(S - B) / sqrt(B + 1)``, ``B`` the
-   larger of the uniform expectation and of the *smaller* of two ray samples: the largest count
-   ``ray_steps`` nearer to the zero lag along the lag's ray, within ``ray_across`` across it, and
-   the same farther out. A line of peaks through the zero lag (the peaks of a diffraction spike
-   seen from its star, what is left of a trail) is as high on both sides and cancels; a jump's
-   pair is an isolated peak; a double jump's outer pair, at twice the vector, raises only the outer
-   sample of the inner one. With ``ring_baseline``, ``B`` is also at least the median of the lag's
+   larger of the uniform expectation and of two ray samples: the largest count ``ray_steps``
+   nearer to the zero lag along the lag's ray, within ``ray_across`` across it, and the same
+   farther out. ``ray_baseline = "both"`` takes the larger of the two samples: pairs along a ray
+   that fall off with distance (the peaks along the diffraction spikes of a crowded CCD's bright
+   stars, which all point the same way; what is left of a trail) are at least as high nearer in,
+   and do not stand out, while a jump's pair is an isolated peak, above both. ``"nearer"`` (the
+   networks written before the key existed) takes the smaller, so that a line through the zero
+   lag cancels only when it is as high on both sides. With ``ring_baseline``, ``B`` is also at least the median of the lag's
    ring (pairs that depend on distance alone: crowding, clustering); with ``studentize``, the
    significances are divided by their spread over the lags (1.4826 MAD, at least 1), which exceeds
    Poisson's where the field's peaks have structure of their own (a crowded 2048x4096 CCD). The
@@ -51,7 +57,10 @@ import numpy as np
 DEFAULT_DOUBLE_IMAGES = {
     "reach": 40,  # largest lag (80 px unbinned): a jump's separation is up to 40 px, 80 for a double jump
     "merge_radius": 2,  # peaks this close (each axis) are one object's
-    "min_lag": 6.0,  # within: a star's own peaks, crowding, and short jumps (which the network finds)
+    # within: a star's own peaks, short jumps (which the network finds), and crowding: in a crowded
+    # field, detected peaks exclude each other within a few binned px, and their pairs pile up
+    # just beyond, unevenly with direction (up to 7 binned px on a CCD of 100 000 peaks)
+    "min_lag": 8.0,
     "hough_angles": 180,
     "hough_band": 2.0,
     "line_min_peaks": 8,
@@ -62,7 +71,14 @@ DEFAULT_DOUBLE_IMAGES = {
     "ray_across": [-2.0, -1.0, 0.0, 1.0, 2.0],
     "ring_baseline": True,
     "studentize": True,
+    "ray_baseline": "both",  # the larger of the inner and outer ray samples ("nearer": the smaller)
+    # a second, coarse line search for wide or dotted lines (aircraft lights, glinting satellites)
+    "wide_lines": {"hough_band": 8.0, "line_halfwidth": 8.0, "hough_angles": 90},
 }
+
+#: What a key added to :data:`DEFAULT_DOUBLE_IMAGES` after a network was written means when that
+#: network's stored ``params`` lack it: the statistic as it was before the key existed.
+LEGACY_DOUBLE_IMAGES = {"ray_baseline": "nearer", "wide_lines": None}
 
 
 def merge_close_peaks(peak_map: np.ndarray, radius: int) -> np.ndarray:
@@ -283,10 +299,15 @@ def double_image_significance(counts: np.ndarray, expected: np.ndarray, params: 
         return best
 
     steps = [float(v) for v in p["ray_steps"]]
-    inner = ray_sample([-v for v in steps])
-    # too near the zero lag for an inner sample: the outer one alone
-    inner = np.where(dist - max(steps) >= 1.0, inner, np.inf)
-    base = np.maximum(m, np.minimum(inner, ray_sample(steps)))
+    inner, outer = ray_sample([-v for v in steps]), ray_sample(steps)
+    near = dist - max(steps) < 1.0  # too near the zero lag for an inner sample: the outer one alone
+    if p.get("ray_baseline", "nearer") == "both":
+        ray = np.where(near, outer, np.maximum(inner, outer))
+    elif p["ray_baseline"] == "nearer":
+        ray = np.minimum(np.where(near, np.inf, inner), outer)
+    else:
+        raise ValueError(f"ray_baseline must be 'both' or 'nearer', not {p['ray_baseline']!r}")
+    base = np.maximum(m, ray)
     ok = (dist >= float(p["min_lag"])) & (dist <= r - 1)
     if not ok.any():
         return 0.0
@@ -314,6 +335,10 @@ def counted_peaks(peak_map: np.ndarray, params: dict | None = None) -> np.ndarra
     (:func:`drop_line_peaks`), one per object (:func:`merge_close_peaks`); int (N, 2) ``(y, x)``."""
     p = dict(DEFAULT_DOUBLE_IMAGES, **(params or {}))
     peaks = drop_line_peaks(np.argwhere(peak_map), peak_map.shape, p)
+    if p.get("wide_lines"):
+        # what the narrow bands missed: a wide trail's or an aircraft's lights leave two or three
+        # peaks across each blob, scattered over more than one narrow band
+        peaks = drop_line_peaks(peaks, peak_map.shape, dict(p, **p["wide_lines"]))
     if int(p.get("merge_radius", 0)) > 0:
         kept = np.zeros(peak_map.shape, bool)
         kept[peaks[:, 0], peaks[:, 1]] = True

@@ -11,6 +11,7 @@ import pytest
 
 from maxitrack.double_images import (
     DEFAULT_DOUBLE_IMAGES,
+    LEGACY_DOUBLE_IMAGES,
     FieldPairs,
     counted_peaks,
     double_image_significance,
@@ -122,6 +123,62 @@ def test_lines_of_peaks_are_not_double_images():
         assert len(kept & on_field) > 0.95 * len(on_field)
 
 
+def _ridge_counts(seed=30):
+    """Pair counts of a field whose peaks also lie along parallel lines: Poisson counts, plus a
+    ridge through the zero lag that falls off with distance (the peaks along bright stars'
+    diffraction spikes, which all point the same way)."""
+    r = DEFAULT_DOUBLE_IMAGES["reach"]
+    lag = np.arange(-r, r + 1)
+    dy, dx = np.meshgrid(lag, lag, indexing="ij")
+    rng = np.random.default_rng(seed)
+    counts = rng.poisson(20.0, dy.shape).astype(float)
+    counts = np.rint((counts + counts[::-1, ::-1]) / 2)  # ordered pairs: d and -d
+    a = math.radians(30)
+    along, across = dx * math.cos(a) + dy * math.sin(a), -dx * math.sin(a) + dy * math.cos(a)
+    ridge = np.rint((np.abs(across) < 0.8) * 400 * np.exp(-np.abs(along) / 8))
+    return counts, ridge, np.full(dy.shape, 20.0)
+
+
+def test_a_ridge_of_pairs_falling_off_with_distance_is_not_a_double_image():
+    counts, ridge, expected = _ridge_counts()
+    plain = double_image_significance(counts, expected)
+    assert plain < 4
+    # each lag on the ridge is below its nearer neighbour: it does not stand out ...
+    assert double_image_significance(counts + ridge, expected) < plain + 1
+    # ... unless the baseline takes the smaller of the ray's two samples (networks before stop 25)
+    nearer = dict(DEFAULT_DOUBLE_IMAGES, ray_baseline="nearer")
+    assert double_image_significance(counts + ridge, expected, nearer) > 8
+    # a jump's pile-up, an isolated lag, stands out either way
+    r = DEFAULT_DOUBLE_IMAGES["reach"]
+    jump = counts.copy()
+    jump[r + 12, r - 9] += 150
+    jump[r - 12, r + 9] += 150
+    assert double_image_significance(jump, expected) > 8
+    assert double_image_significance(jump, expected, nearer) > 8
+    with pytest.raises(ValueError, match="ray_baseline"):
+        double_image_significance(counts, expected, dict(DEFAULT_DOUBLE_IMAGES, ray_baseline="mean"))
+
+
+def test_the_wide_line_search_takes_out_a_dotted_wide_trail():
+    # an aircraft's lights or a glinting satellite: a blob every 24 px, each leaving two peaks
+    # 8 px apart across a trail 16 px wide, never more than 6 in any 2-px band
+    field = scattered(300, 31)
+    k = np.arange(24)
+    d = (5 * k) % 16 - 8.0
+    t, d = np.repeat(24.0 * k, 2), np.stack([d, np.where(d < 0, d + 8, d - 8)], 1).ravel()
+    trail = np.rint(np.stack([40 + 0.6 * t + 0.8 * d, 30 + 0.8 * t - 0.6 * d], 1)).astype(int)
+    on_trail = set(map(tuple, trail)) - set(map(tuple, field))
+    m = np.zeros(SHAPE, bool)
+    m[tuple(np.concatenate([field, trail]).T)] = True
+    left = {}
+    for wide in (None, DEFAULT_DOUBLE_IMAGES["wide_lines"]):
+        kept = set(map(tuple, counted_peaks(m, dict(DEFAULT_DOUBLE_IMAGES, wide_lines=wide))))
+        left[wide is None] = len(on_trail & kept) / len(on_trail)
+        assert len(kept & set(map(tuple, field))) > 0.85 * len(field)
+    assert left[True] > 0.6  # the narrow bands miss most of it
+    assert left[False] < 0.1
+
+
 def test_a_jump_beside_a_trail_is_still_found():
     field = scattered(800, 6)
     t = np.arange(0, 560, 2.5)
@@ -172,7 +229,11 @@ def test_double_image_term():
     assert term(20.0) == pytest.approx(1.5 * math.log(11.0))
     assert DoubleImageTerm.from_metadata(None) is None
     t = DoubleImageTerm.from_metadata({"weight": 2, "offset": 5, "params": {"reach": 30}})
-    assert (t.weight, t.offset, t.params) == (2.0, 5.0, {"reach": 30})
+    assert (t.weight, t.offset) == (2.0, 5.0)
+    # keys added since a network was written keep the meaning they had then
+    assert t.params == dict(LEGACY_DOUBLE_IMAGES, reach=30)
+    t = DoubleImageTerm.from_metadata({"weight": 2, "offset": 5, "params": DEFAULT_DOUBLE_IMAGES})
+    assert t.params == DEFAULT_DOUBLE_IMAGES
     for bad in ([1, 2], {"weight": 1}, {"weight": "x", "offset": 1}, {"weight": float("nan"), "offset": 1},
                 {"weight": 1, "offset": 1, "params": [1]}):
         with pytest.raises(ValueError):
