@@ -19,7 +19,7 @@ in the network metadata as ``double_images``):
    strongest band goes first, and its peaks leave the accumulator before the next is looked for
    (at most ``max_lines``): the bands that cross a strong line at neighbouring angles would
    otherwise count as lines too and take a fan of the field's peaks with them. With
-   ``wide_lines``, the same search runs again with coarse bands (its keys override these) for what
+   ``wide_lines`` (optional), the same search runs again with coarse bands (its keys override these) for what
    narrow bands miss: a wide, glinting satellite trail or an aircraft's lights leave two or three
    peaks across each blob, too scattered for any narrow band to hold enough of them, yet the
    blobs repeat at the glint period and would pile up pairs at that lag. Then **one peak
@@ -32,12 +32,15 @@ in the network metadata as ``double_images``):
    3x3 lags (a peak's position is known to a binned pixel): ``(S - B) / sqrt(B + 1)``, ``B`` the
    larger of the uniform expectation and of two ray samples: the largest count ``ray_steps``
    nearer to the zero lag along the lag's ray, within ``ray_across`` across it, and the same
-   farther out. ``ray_baseline = "both"`` takes the larger of the two samples: pairs along a ray
-   that fall off with distance (the peaks along the diffraction spikes of a crowded CCD's bright
-   stars, which all point the same way; what is left of a trail) are at least as high nearer in,
-   and do not stand out, while a jump's pair is an isolated peak, above both. ``"nearer"`` (the
-   networks written before the key existed) takes the smaller, so that a line through the zero
-   lag cancels only when it is as high on both sides. With ``ring_baseline``, ``B`` is also at least the median of the lag's
+   farther out. By default (``ray_baseline`` absent or ``"nearer"``) the baseline takes the
+   *smaller* of the two: a line of peaks through the zero lag that is as high on both sides (the
+   peaks of a diffraction spike seen from its star, what is left of a trail) cancels, a jump's pair
+   is an isolated peak, and a double jump's outer pair, at twice the vector, raises only the outer
+   sample of the inner one. A ridge that falls off with distance stands out against its farther
+   sample: the stars' peaks along a drift's or a wind shake's smear, which all point the same way,
+   but also the peaks along the diffraction spikes of a crowded CCD's bright stars.
+   ``ray_baseline = "both"`` takes the larger of the two samples, so that such ridges do not
+   stand out. With ``ring_baseline``, ``B`` is also at least the median of the lag's
    ring (pairs that depend on distance alone: crowding, clustering); with ``studentize``, the
    significances are divided by their spread over the lags (1.4826 MAD, at least 1), which exceeds
    Poisson's where the field's peaks have structure of their own (a crowded 2048x4096 CCD). The
@@ -57,10 +60,7 @@ import numpy as np
 DEFAULT_DOUBLE_IMAGES = {
     "reach": 40,  # largest lag (80 px unbinned): a jump's separation is up to 40 px, 80 for a double jump
     "merge_radius": 2,  # peaks this close (each axis) are one object's
-    # within: a star's own peaks, short jumps (which the network finds), and crowding: in a crowded
-    # field, detected peaks exclude each other within a few binned px, and their pairs pile up
-    # just beyond, unevenly with direction (up to 7 binned px on a CCD of 100 000 peaks)
-    "min_lag": 8.0,
+    "min_lag": 6.0,  # within: a star's own peaks, crowding, and short jumps (which the network finds)
     "hough_angles": 180,
     "hough_band": 2.0,
     "line_min_peaks": 8,
@@ -71,14 +71,12 @@ DEFAULT_DOUBLE_IMAGES = {
     "ray_across": [-2.0, -1.0, 0.0, 1.0, 2.0],
     "ring_baseline": True,
     "studentize": True,
-    "ray_baseline": "both",  # the larger of the inner and outer ray samples ("nearer": the smaller)
-    # a second, coarse line search for wide or dotted lines (aircraft lights, glinting satellites)
-    "wide_lines": {"hough_band": 8.0, "line_halfwidth": 8.0, "hough_angles": 90},
 }
-
-#: What a key added to :data:`DEFAULT_DOUBLE_IMAGES` after a network was written means when that
-#: network's stored ``params`` lack it: the statistic as it was before the key existed.
-LEGACY_DOUBLE_IMAGES = {"ray_baseline": "nearer", "wide_lines": None}
+# Two more keys are optional, absent from the shipped network's parameters and from these defaults
+# (docs/MAXITRACK.md, "Survey-size CCDs"; tried at stop 25 and not shipped):
+# "ray_baseline": "nearer" (what their absence means) or "both", and "wide_lines": a dict of
+# line-search keys for a second, coarse search, e.g. {"hough_band": 8.0, "line_halfwidth": 8.0,
+# "hough_angles": 90}.
 
 
 def merge_close_peaks(peak_map: np.ndarray, radius: int) -> np.ndarray:
@@ -301,12 +299,13 @@ def double_image_significance(counts: np.ndarray, expected: np.ndarray, params: 
     steps = [float(v) for v in p["ray_steps"]]
     inner, outer = ray_sample([-v for v in steps]), ray_sample(steps)
     near = dist - max(steps) < 1.0  # too near the zero lag for an inner sample: the outer one alone
-    if p.get("ray_baseline", "nearer") == "both":
+    rule = p.get("ray_baseline", "nearer")
+    if rule == "both":
         ray = np.where(near, outer, np.maximum(inner, outer))
-    elif p["ray_baseline"] == "nearer":
+    elif rule == "nearer":
         ray = np.minimum(np.where(near, np.inf, inner), outer)
     else:
-        raise ValueError(f"ray_baseline must be 'both' or 'nearer', not {p['ray_baseline']!r}")
+        raise ValueError(f"ray_baseline must be 'both' or 'nearer', not {rule!r}")
     base = np.maximum(m, ray)
     ok = (dist >= float(p["min_lag"])) & (dist <= r - 1)
     if not ok.any():

@@ -79,10 +79,7 @@ class DoubleImageTerm:
         params = entry.get("params") or {}
         if not isinstance(params, dict):
             raise ValueError("double_images: 'params' must be an object")
-        from .double_images import LEGACY_DOUBLE_IMAGES
-
-        # keys the network was written without keep the meaning they had then
-        return cls(weight, offset, dict(LEGACY_DOUBLE_IMAGES, **params))
+        return cls(weight, offset, params)
 
     def __call__(self, statistic: float) -> float:
         """The term's value for a field of double-image statistic ``statistic``."""

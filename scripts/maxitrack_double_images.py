@@ -43,6 +43,8 @@ def main(argv=None) -> int:
     ap.add_argument("--work", required=True, help="cached validation frames (tracking_double_images.py prepare)")
     ap.add_argument("--split", default="val")
     ap.add_argument("--offset", type=float, default=10.0, help="D0: the statistic counts from there")
+    ap.add_argument("--params", type=json.loads, default={},
+                    help="JSON object of statistic parameters to change from DEFAULT_DOUBLE_IMAGES")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
 
@@ -50,7 +52,7 @@ def main(argv=None) -> int:
     recs, peaks, shape, cached = load(args.work, args.split)
     if tile_network_hash(src) != cached:
         raise SystemExit(f"{src}: its tile network is not the one the cache was made with ({cached})")
-    params = copy.deepcopy(DEFAULT_DOUBLE_IMAGES)
+    params = copy.deepcopy(dict(DEFAULT_DOUBLE_IMAGES, **args.params))
     d = double_image_statistics(peaks, shape, params)
     mean_z = np.array([np.mean(r["tile_logits"]) for r in recs])
     y = np.array([r["label"] for r in recs])

@@ -11,7 +11,6 @@ import pytest
 
 from maxitrack.double_images import (
     DEFAULT_DOUBLE_IMAGES,
-    LEGACY_DOUBLE_IMAGES,
     FieldPairs,
     counted_peaks,
     double_image_significance,
@@ -139,22 +138,24 @@ def _ridge_counts(seed=30):
     return counts, ridge, np.full(dy.shape, 20.0)
 
 
-def test_a_ridge_of_pairs_falling_off_with_distance_is_not_a_double_image():
+def test_the_ray_baseline_rule():
     counts, ridge, expected = _ridge_counts()
     plain = double_image_significance(counts, expected)
     assert plain < 4
-    # each lag on the ridge is below its nearer neighbour: it does not stand out ...
-    assert double_image_significance(counts + ridge, expected) < plain + 1
-    # ... unless the baseline takes the smaller of the ray's two samples (networks before stop 25)
-    nearer = dict(DEFAULT_DOUBLE_IMAGES, ray_baseline="nearer")
-    assert double_image_significance(counts + ridge, expected, nearer) > 8
+    # with the larger of the ray's two samples as baseline, each lag on the ridge is below its
+    # nearer neighbour and does not stand out ...
+    both = dict(DEFAULT_DOUBLE_IMAGES, ray_baseline="both")
+    assert double_image_significance(counts + ridge, expected, both) < plain + 1
+    # ... while the default, the smaller sample, finds it (as it finds a drift's smeared stars)
+    assert double_image_significance(counts + ridge, expected) > 8
+    assert double_image_significance(counts + ridge, expected, dict(both, ray_baseline="nearer")) > 8
     # a jump's pile-up, an isolated lag, stands out either way
     r = DEFAULT_DOUBLE_IMAGES["reach"]
     jump = counts.copy()
     jump[r + 12, r - 9] += 150
     jump[r - 12, r + 9] += 150
     assert double_image_significance(jump, expected) > 8
-    assert double_image_significance(jump, expected, nearer) > 8
+    assert double_image_significance(jump, expected, both) > 8
     with pytest.raises(ValueError, match="ray_baseline"):
         double_image_significance(counts, expected, dict(DEFAULT_DOUBLE_IMAGES, ray_baseline="mean"))
 
@@ -171,7 +172,7 @@ def test_the_wide_line_search_takes_out_a_dotted_wide_trail():
     m = np.zeros(SHAPE, bool)
     m[tuple(np.concatenate([field, trail]).T)] = True
     left = {}
-    for wide in (None, DEFAULT_DOUBLE_IMAGES["wide_lines"]):
+    for wide in (None, {"hough_band": 8.0, "line_halfwidth": 8.0, "hough_angles": 90}):
         kept = set(map(tuple, counted_peaks(m, dict(DEFAULT_DOUBLE_IMAGES, wide_lines=wide))))
         left[wide is None] = len(on_trail & kept) / len(on_trail)
         assert len(kept & set(map(tuple, field))) > 0.85 * len(field)
@@ -229,11 +230,7 @@ def test_double_image_term():
     assert term(20.0) == pytest.approx(1.5 * math.log(11.0))
     assert DoubleImageTerm.from_metadata(None) is None
     t = DoubleImageTerm.from_metadata({"weight": 2, "offset": 5, "params": {"reach": 30}})
-    assert (t.weight, t.offset) == (2.0, 5.0)
-    # keys added since a network was written keep the meaning they had then
-    assert t.params == dict(LEGACY_DOUBLE_IMAGES, reach=30)
-    t = DoubleImageTerm.from_metadata({"weight": 2, "offset": 5, "params": DEFAULT_DOUBLE_IMAGES})
-    assert t.params == DEFAULT_DOUBLE_IMAGES
+    assert (t.weight, t.offset, t.params) == (2.0, 5.0, {"reach": 30})
     for bad in ([1, 2], {"weight": 1}, {"weight": "x", "offset": 1}, {"weight": float("nan"), "offset": 1},
                 {"weight": 1, "offset": 1, "params": [1]}):
         with pytest.raises(ValueError):
