@@ -44,7 +44,9 @@ in the network metadata as ``double_images``):
    ring (pairs that depend on distance alone: crowding, clustering); with ``studentize``, the
    significances are divided by their spread over the lags (1.4826 MAD, at least 1), which exceeds
    Poisson's where the field's peaks have structure of their own (a crowded 2048x4096 CCD). The
-   statistic ``D`` is the largest significance.
+   statistic ``D`` is the largest significance; with ``min_fraction``, the largest among the lags
+   whose excess of pairs ``S - B`` is at least that share of the field's counted peaks (a
+   significance grows with the number of peaks, a share does not).
 
 The field's score adds ``weight * log(1 + max(D - offset, 0))`` to the calibrated mean tile logit
 (:func:`maxitrack.scoring.field_logit`); the weight is fitted with the calibration.
@@ -72,11 +74,12 @@ DEFAULT_DOUBLE_IMAGES = {
     "ring_baseline": True,
     "studentize": True,
 }
-# Two more keys are optional, absent from the shipped network's parameters and from these defaults
-# (docs/MAXITRACK.md, "Survey-size CCDs"; tried at stop 25 and not shipped):
-# "ray_baseline": "nearer" (what their absence means) or "both", and "wide_lines": a dict of
-# line-search keys for a second, coarse search, e.g. {"hough_band": 8.0, "line_halfwidth": 8.0,
-# "hough_angles": 90}.
+# Three more keys are optional, absent from the shipped network's parameters and from these
+# defaults (docs/MAXITRACK.md, "Survey-size CCDs"): "ray_baseline": "nearer" (what its absence
+# means) or "both"; "wide_lines": a dict of line-search keys for a second, coarse search, e.g.
+# {"hough_band": 8.0, "line_halfwidth": 8.0, "hough_angles": 90}; "min_fraction": only the lags
+# whose excess of pairs is at least this share of the field's counted peaks compete for D (0 or
+# absent: every lag).
 
 
 def merge_close_peaks(peak_map: np.ndarray, radius: int) -> np.ndarray:
@@ -326,6 +329,13 @@ def double_image_significance(counts: np.ndarray, expected: np.ndarray, params: 
         v = z[ok]
         spread = 1.4826 * np.median(np.abs(v - np.median(v)))
         z = z / max(1.0, spread)
+    if p.get("min_fraction"):
+        # the excess pairs per counted peak: a jump doubles, and a smear splits, a sizeable share
+        # of the field's objects, while the peaks along a few bright stars' diffraction spikes are
+        # a small share, whose significance grows with the CCD's area all the same
+        ok = ok & ((s - base) >= float(p["min_fraction"]) * max(float(counts[r, r]), 1.0))
+        if not ok.any():
+            return 0.0
     return float(z[ok].max())
 
 
