@@ -160,6 +160,32 @@ def test_the_ray_baseline_rule():
         double_image_significance(counts, expected, dict(DEFAULT_DOUBLE_IMAGES, ray_baseline="mean"))
 
 
+def test_min_fraction_asks_a_share_of_the_field_not_only_a_significance():
+    # a large crowded CCD (the binned grid of a 2048x4096 one) where a few objects pile up pairs
+    # at one lag (the peaks along some bright stars' spikes): significant, since a significance
+    # grows with the number of peaks, but a small share of the field's objects
+    large = (1024, 2048)
+    crowded = scattered(20000, 40, shape=large)
+    few = np.concatenate([crowded, crowded[:600] + (11, 7)])
+    gate = dict(DEFAULT_DOUBLE_IMAGES, min_fraction=0.04)
+    assert significance(few, large) > 8
+    m = np.zeros(large, bool)
+    m[tuple(few.T)] = True
+    f = FieldPairs(gate)
+    f.add(m)
+    assert f.significance() < 4  # the lag does not compete; what is left is noise, or 0
+    # a jump doubles a sizeable share: the same D with or without the gate
+    jump = jumped(scattered(800, 41), (11, 7), fraction=0.3)
+    m = np.zeros(SHAPE, bool)
+    m[tuple(jump.T)] = True
+    plain, gated = FieldPairs(), FieldPairs(gate)
+    plain.add(m)
+    gated.add(m)
+    assert gated.significance() == plain.significance() > 15
+    # no lag passes: D is 0
+    assert double_image_significance(plain.counts, plain.expected, dict(gate, min_fraction=10.0)) == 0.0
+
+
 def test_the_wide_line_search_takes_out_a_dotted_wide_trail():
     # an aircraft's lights or a glinting satellite: a blob every 24 px, each leaving two peaks
     # 8 px apart across a trail 16 px wide, never more than 6 in any 2-px band
