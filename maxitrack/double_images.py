@@ -19,10 +19,10 @@ in the network metadata as ``double_images``):
    strongest band goes first, and its peaks leave the accumulator before the next is looked for
    (at most ``max_lines``): the bands that cross a strong line at neighbouring angles would
    otherwise count as lines too and take a fan of the field's peaks with them. With
-   ``wide_lines`` (optional), the same search runs again with coarse bands (its keys override these) for what
-   narrow bands miss: a wide, glinting satellite trail or an aircraft's lights leave two or three
-   peaks across each blob, too scattered for any narrow band to hold enough of them, yet the
-   blobs repeat at the glint period and would pile up pairs at that lag. Then **one peak
+   ``wide_lines`` (optional), the same search runs again with coarse bands (its keys override
+   these) for what narrow bands miss: a wide, glinting satellite trail or an aircraft's lights
+   leave two or three peaks across each blob, too scattered for any narrow band to hold enough of
+   them, yet the blobs repeat at the glint period and would pile up pairs at that lag. Then **one peak
    per object** (:func:`merge_close_peaks`): of peaks within ``merge_radius`` of each other, the
    first in raster order is kept (after the lines, whose peaks it would thin below the limit).
 2. **Pair counts** (:func:`pair_counts`): the ordered pairs of peaks at each lag ``(dy, dx)``,
