@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_io import write_json  # noqa: E402
-from tracking_quality import KINDS, double_image_statistics  # noqa: E402
+from tracking_quality import KINDS, double_image_extra, split_peaks  # noqa: E402
 
 CHUNK = 50
 
@@ -105,11 +105,8 @@ def load(work, split: str) -> tuple:
     recs, peaks, shapes, nets = [], [], set(), set()
     for p in paths:
         d = np.load(p)
-        rr = json.loads(str(d["records"]))
-        off = np.concatenate([[0], np.cumsum(d["counts"])])
-        for k, r in enumerate(rr):
-            recs.append(r)
-            peaks.append(d["peaks"][off[k] : off[k + 1]].astype(np.int64))
+        recs += json.loads(str(d["records"]))
+        peaks += split_peaks(d["peaks"], d["counts"])
         shapes.add(tuple(int(v) for v in d["shape"]))
         nets.add(str(d["tile_network"]))
     if len(shapes) != 1 or len(nets) != 1:
@@ -124,10 +121,7 @@ def field_logits(net_dir, recs: list, peaks: list, shape) -> np.ndarray:
     from maxitrack.scoring import field_logit
 
     sc = Scorer(net_dir, 0.5, 64)
-    extra = np.zeros(len(recs))
-    if sc.double_images is not None:
-        d = double_image_statistics(peaks, shape, sc.double_images.params)
-        extra = np.array([sc.double_images(v) for v in d])
+    extra = double_image_extra(peaks, shape, sc)
     return np.array([field_logit(r["tile_logits"], sc.calibration, e) for r, e in zip(recs, extra)])
 
 

@@ -137,6 +137,23 @@ def double_image_statistics(peaks: list, grid, params: dict | None = None) -> np
     return out
 
 
+def split_peaks(peaks: np.ndarray, counts) -> list:
+    """The cached peaks of all frames of a chunk, concatenated, cut back into one int array
+    ``(n, 2)`` per frame (``counts``: each frame's number of peaks)."""
+    off = np.concatenate([[0], np.cumsum(counts)])
+    return [peaks[off[n] : off[n + 1]].astype(np.int64) for n in range(len(off) - 1)]
+
+
+def double_image_extra(peaks: list, grid, scorer) -> np.ndarray:
+    """The double-image term of each frame's field logit for the network of ``scorer`` (a
+    :class:`maxitrack.cli.Scorer`), from its peaks on the binned grid ``grid``; zeros for a network
+    without the term."""
+    if scorer.double_images is None:
+        return np.zeros(len(peaks))
+    d = double_image_statistics(peaks, grid, scorer.double_images.params)
+    return np.array([scorer.double_images(v) for v in d])
+
+
 def double_image_terms(chunk, scorer, path="") -> np.ndarray:
     """The double-image term of each frame of a cache chunk (``np.load`` of it) for the network of
     ``scorer``, from the chunk's peaks; zeros for a network without the term."""
@@ -146,10 +163,8 @@ def double_image_terms(chunk, scorer, path="") -> np.ndarray:
     if "peaks" not in chunk:
         raise SystemExit(f"{path}: cached without the frames' peaks, which this network needs; "
                          "move the cache away and prepare it again")
-    off = np.concatenate([[0], np.cumsum(chunk["peak_counts"])])
-    peaks = [chunk["peaks"][off[n] : off[n + 1]].astype(np.int64) for n in range(len(recs))]
-    d = double_image_statistics(peaks, tuple(int(v) for v in chunk["peak_grid"]), scorer.double_images.params)
-    return np.array([scorer.double_images(v) for v in d])
+    peaks = split_peaks(chunk["peaks"], chunk["peak_counts"])
+    return double_image_extra(peaks, tuple(int(v) for v in chunk["peak_grid"]), scorer)
 
 
 def score_cached(files, scorer) -> list:
