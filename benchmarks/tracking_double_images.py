@@ -2,8 +2,10 @@
 
 A network with a double-image term (:mod:`maxitrack.double_images`, metadata ``double_images``)
 keeps its tile network and adds a term from the field's compact peaks, so the frames are cached
-once: each frame's 12 tile logits from the tile network (the command's tiles) and its compact
-peaks. ``prepare`` simulates frames into that cache; ``compare`` scores every network given on
+once: each frame's 12 tile logits from the tile network (the command's tiles), its compact
+peaks and its stars' shapes (:func:`maxitrack.field_rotation.star_moments` with the default
+measurement parameters, for networks with a field-rotation term). ``prepare`` simulates frames
+into that cache; ``compare`` scores every network given on
 them as the command does (calibrated mean tile logit, plus the double-image term where the
 network has one), with paired frame-bootstrap intervals of each network's AUC minus the first's,
 and the AUC of each error kind and of jumps of 5 PSF FWHMs or more against all negatives. Every
@@ -44,25 +46,37 @@ def tile_network_hash(net_dir) -> str:
 def _prepare_chunk(path: str, split: str, c0: int, c1: int, size, net_dir: str, seed: int) -> str:
     from maximask.sim import simulate_tracking_frame
     from maxitrack.cli import Scorer
+    from maxitrack.field_rotation import DEFAULT_FIELD_ROTATION
     from maxitrack.tiles import prepare_hdu
     from maxitrack.train import frame_rng
 
     sc = Scorer(net_dir, 0.5, 16)
-    recs, peaks = [], []
+    recs, peaks, stars = [], [], []
     for i in range(c0, c1):
         image, label, meta = simulate_tracking_frame(tuple(size), frame_rng(seed, split, i))
-        # the tiles and peaks exactly as the command finds them
-        prepared = prepare_hdu(image, sc.tile, sc.selection, sc.normalisation, with_peaks=True)
+        # the tiles, peaks and stars exactly as the command finds them
+        prepared = prepare_hdu(image, sc.tile, sc.selection, sc.normalisation, with_peaks=True,
+                               stars=DEFAULT_FIELD_ROTATION)
         z = sc.logits(prepared.tiles)[:, 0]
         pk = np.argwhere(prepared.peaks).astype(np.int16)
         peaks.append(pk)
-        recs.append({"index": i, "label": int(label), "kind": meta["kind"],
-                     "extent_px": float(meta["tracking"].get("extent_px", 0.0)),
-                     "fwhm_px": float(meta["fwhm_px"]), "psf_coma": float(meta["psf_coma"]),
-                     "n_stars": int(meta["n_stars"]), "classes": sorted(meta.get("classes_drawn") or []),
-                     "tile_logits": z.tolist(), "n_peaks": int(len(pk))})
+        st = prepared.stars
+        stars.append(np.column_stack([st.x, st.y, st.qxx, st.qyy, st.qxy, st.snr]).astype(np.float32))
+        rec = {"index": i, "label": int(label), "kind": meta["kind"],
+               "extent_px": float(meta["tracking"].get("extent_px", 0.0)),
+               "fwhm_px": float(meta["fwhm_px"]), "psf_coma": float(meta["psf_coma"]),
+               "n_stars": int(meta["n_stars"]), "classes": sorted(meta.get("classes_drawn") or []),
+               "tile_logits": z.tolist(), "n_peaks": int(len(pk)), "star_sigma": st.weight_sigma}
+        if meta["kind"] == "arc":
+            from tracking_visibility import arc_smear
+
+            # how much of the arc the frame shows (tracking_visibility.py): its median local smear
+            rec["arc_median_fwhm"] = float(np.median(arc_smear(size, meta["tracking"])) / meta["fwhm_px"])
+        recs.append(rec)
     tmp = Path(path).with_suffix(".tmp.npz")
     np.savez(tmp, peaks=np.concatenate(peaks), counts=np.array([len(p) for p in peaks]),
+             stars=np.concatenate(stars), star_counts=np.array([len(v) for v in stars]),
+             star_params=np.array(json.dumps(DEFAULT_FIELD_ROTATION, sort_keys=True)),
              records=np.array(json.dumps(recs)), shape=np.array([size[0] // 2, size[1] // 2]),
              tile_network=np.array(tile_network_hash(net_dir)))
     tmp.replace(path)
@@ -114,14 +128,69 @@ def load(work, split: str) -> tuple:
     return recs, peaks, shapes.pop(), nets.pop()
 
 
-def field_logits(net_dir, recs: list, peaks: list, shape) -> np.ndarray:
+#: The parameters of :func:`maxitrack.field_rotation.star_moments` (what the cache's stars were
+#: measured with); the others only change the fit, which runs on the cached stars.
+MEASUREMENT_KEYS = ("isolation", "half", "max_stars", "saturation", "iterations")
+
+
+def load_stars(work, split: str) -> tuple:
+    """The cached stars of a split's frames, in :func:`load`'s order: ``(list of
+    maxitrack.field_rotation.StarShapes, the measurement parameters)``."""
+    from maxitrack.field_rotation import StarShapes
+
+    paths = sorted(p for p in glob.glob(str(Path(work) / f"{split}_*.npz")) if not p.endswith(".tmp.npz"))
+    out, params = [], set()
+    for p in paths:
+        d = np.load(p)
+        if "stars" not in d:
+            raise SystemExit(f"{p}: cached without the stars' shapes; move the cache away and prepare it again")
+        recs = json.loads(str(d["records"]))
+        frame = tuple(2 * int(v) for v in d["shape"])
+        off = np.concatenate([[0], np.cumsum(d["star_counts"])])
+        for n, r in enumerate(recs):
+            a = d["stars"][off[n] : off[n + 1]].astype(np.float64)
+            out.append(StarShapes(*(a[:, k] for k in range(6)), float(r["star_sigma"]), frame))
+        params.add(str(d["star_params"]))
+    if len(params) != 1:
+        raise SystemExit(f"{work}: cached chunks measured with different parameters")
+    return out, json.loads(params.pop())
+
+
+def rotation_statistics(stars: list, params: dict) -> np.ndarray:
+    """The field-rotation statistic of each cached frame (one HDU each), as the command computes it
+    (:class:`maxitrack.field_rotation.FieldRotation`)."""
+    from maxitrack.field_rotation import FieldRotation
+
+    out = np.empty(len(stars))
+    for i, st in enumerate(stars):
+        acc = FieldRotation(params)
+        acc.add(st)
+        out[i] = acc.significance()
+    return out
+
+
+def rotation_extra(stars, measured: dict, scorer) -> np.ndarray:
+    """The field-rotation term of each frame's field logit for the network of ``scorer``; zeros for
+    a network without the term."""
+    if scorer.field_rotation is None:
+        return np.zeros(len(stars) if stars is not None else 0)
+    params = dict(measured, **scorer.field_rotation.params)
+    if stars is None or any(params[k] != measured[k] for k in MEASUREMENT_KEYS):
+        raise SystemExit("the cache's stars were not measured as this network measures them; prepare it again")
+    return np.array([scorer.field_rotation(v) for v in rotation_statistics(stars, params)])
+
+
+def field_logits(net_dir, recs: list, peaks: list, shape, stars=None, measured=None) -> np.ndarray:
     """Each cached frame's calibrated field logit under the network in ``net_dir``, as the command
-    computes it (:meth:`maxitrack.cli.Scorer.score` at the training prior)."""
+    computes it (:meth:`maxitrack.cli.Scorer.score` at the training prior); ``stars`` and
+    ``measured`` (:func:`load_stars`) for a network with a field-rotation term."""
     from maxitrack.cli import Scorer
     from maxitrack.scoring import field_logit
 
     sc = Scorer(net_dir, 0.5, 64)
     extra = double_image_extra(peaks, shape, sc)
+    if sc.field_rotation is not None:
+        extra = extra + rotation_extra(stars, measured, sc)
     return np.array([field_logit(r["tile_logits"], sc.calibration, e) for r, e in zip(recs, extra)])
 
 
@@ -139,6 +208,12 @@ def kind_aucs(z: np.ndarray, recs: list) -> dict:
     m = ((kind == "jump") & (strength >= 5)) | (y == 0)
     out["jump >= 5 FWHM"] = roc_auc(z[m], y[m])
     out["jump >= 5 FWHM frames"] = int(((kind == "jump") & (strength >= 5)).sum())
+    if any("arc_median_fwhm" in r for r in recs):
+        small = np.array([r.get("arc_median_fwhm", np.inf) < 1.0 for r in recs])
+        if small.any():
+            m = small | (y == 0)
+            out["arc < 1 FWHM"] = roc_auc(z[m], y[m])
+        out["arc < 1 FWHM frames"] = int(small.sum())
     return out
 
 
@@ -149,13 +224,17 @@ def compare(args) -> None:
     from tracking_quality import fpr_at_tpr
     from tracking_validation import add_intervals
 
+    from maximask.network import Network
+
     recs, peaks, shape, cached = load(args.work, args.split)
     for n in args.net:
         if tile_network_hash(n) != cached:
             raise SystemExit(f"{n}: its tile network is not the one the cache was made with ({cached})")
+    stars, measured = None, None
+    if any(Network(n).metadata.field_rotation for n in args.net):
+        stars, measured = load_stars(args.work, args.split)
     y = np.array([r["label"] for r in recs])
-    z = np.array([field_logits(n, recs, peaks, shape) for n in args.net])
-    from maximask.network import Network
+    z = np.array([field_logits(n, recs, peaks, shape, stars, measured) for n in args.net])
 
     rows = [{"net": n, "model_id": Network(n).model_id, "auc": roc_auc(z[k], y), "log_loss": log_loss(z[k], y),
              "fpr_at_tpr_95": fpr_at_tpr(z[k], y, 0.95)[0], "kinds": kind_aucs(z[k], recs),

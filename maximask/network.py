@@ -103,6 +103,9 @@ class NetworkMetadata:
         when ``c * log(1 + max(D - D0, 0))`` adds to the field's calibrated logit, D the field's
         double-image statistic with those parameters (see :mod:`maxitrack.double_images`); None
         otherwise.
+    field_rotation : dict or None
+        A maxitrack network's field-rotation term, the same form as ``double_images`` with R the
+        field's rotation statistic (see :mod:`maxitrack.field_rotation`); None otherwise.
     """
 
     name: str
@@ -121,6 +124,7 @@ class NetworkMetadata:
     columns: dict | None = None
     peaks: dict | None = None
     double_images: dict | None = None
+    field_rotation: dict | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> "NetworkMetadata":
@@ -157,7 +161,7 @@ def _check_refinement(refinement: dict, tile_size: int) -> tuple[int, int, int]:
 
 #: Metadata entries that change what the inference code computes from the network's outputs, so
 #: that the model identifier names them with the weights.
-INFERENCE_ENTRIES = ("context", "dips", "smoothing", "columns", "peaks", "double_images")
+INFERENCE_ENTRIES = ("context", "dips", "smoothing", "columns", "peaks", "double_images", "field_rotation")
 
 
 def weights_hash(path: str | os.PathLike, *more: str | os.PathLike, inference: dict | None = None) -> str:
@@ -165,7 +169,7 @@ def weights_hash(path: str | os.PathLike, *more: str | os.PathLike, inference: d
     (``model.tflite``, then ``refine.tflite`` where there is one), then of each entry of
     ``inference`` that is set, in :data:`INFERENCE_ENTRIES` order, as ``name:`` + canonical JSON
     (the metadata's context pass, dip score, block smoothing, hot-column and peak scores, and a
-    maxitrack network's double-image term: they change the outputs)."""
+    maxitrack network's double-image and field-rotation terms: they change the outputs)."""
     h = hashlib.sha256()
     for p in (path,) + more:
         with open(p, "rb") as f:

@@ -110,10 +110,11 @@ class Scorer:
         self.calibration = meta.extra.get("calibration")
         self.normalisation = dict(meta.normalisation)
         self.input = str(meta.extra.get("input", "tile"))  # what the network is fed from the tiles
-        from maxitrack.scoring import DoubleImageTerm
+        from maxitrack.scoring import DoubleImageTerm, FieldRotationTerm
 
         try:
             self.double_images = DoubleImageTerm.from_metadata(meta.double_images)
+            self.field_rotation = FieldRotationTerm.from_metadata(meta.field_rotation)
         except ValueError as exc:
             raise UsageError(net_dir, f"malformed metadata: {exc}") from None
         self.prior = prior
@@ -124,11 +125,13 @@ class Scorer:
 
     def hdu(self, image: np.ndarray):
         """:func:`maxitrack.tiles.prepare_hdu` of one HDU (or cube plane) as this network needs it:
-        its compact peaks too when the network has a double-image term."""
+        its compact peaks too when the network has a double-image term, its stars' shapes when it
+        has a field-rotation term."""
         from maxitrack.tiles import prepare_hdu
 
+        stars = None if self.field_rotation is None else self.field_rotation.params
         return prepare_hdu(image, self.tile, self.selection, self.normalisation,
-                           with_peaks=self.double_images is not None)
+                           with_peaks=self.double_images is not None, stars=stars)
 
     def field_pairs(self):
         """An empty :class:`maxitrack.double_images.FieldPairs` for one field (None when the network
@@ -139,6 +142,15 @@ class Scorer:
 
         return FieldPairs(self.double_images.params)
 
+    def field_rotation_statistic(self):
+        """An empty :class:`maxitrack.field_rotation.FieldRotation` for one field (None when the
+        network has no field-rotation term)."""
+        if self.field_rotation is None:
+            return None
+        from maxitrack.field_rotation import FieldRotation
+
+        return FieldRotation(self.field_rotation.params)
+
     def logits(self, tiles: np.ndarray) -> np.ndarray:
         """Network logits (N, 1) of prepared tiles (N, T, T, 1) (the network input made from them
         as the metadata says: :func:`maxitrack.tiles.network_input`)."""
@@ -146,10 +158,12 @@ class Scorer:
 
         return self.net.predict_logits(network_input(tiles, self.input))
 
-    def score(self, tiles: np.ndarray, pairs=None) -> float:
+    def score(self, tiles: np.ndarray, pairs=None, rotation=None) -> float:
         """Probability of a tracking error for the field whose tiles are ``tiles`` (N, T, T, 1)
         and, for a network with a double-image term, whose peak pairs are ``pairs``
-        (:meth:`field_pairs`, filled with every HDU of the field)."""
+        (:meth:`field_pairs`, filled with every HDU of the field); for a network with a
+        field-rotation term, whose star shapes are in ``rotation``
+        (:meth:`field_rotation_statistic`, likewise)."""
         from maxitrack.scoring import field_probability
 
         logits = [self.logits(tiles[i : i + self.batch_size]) for i in range(0, len(tiles), self.batch_size)]
@@ -159,6 +173,10 @@ class Scorer:
             if pairs is None:
                 raise ValueError("this network scores a field from its peak pairs too")
             extra = self.double_images(pairs.significance())
+        if self.field_rotation is not None:
+            if rotation is None:
+                raise ValueError("this network scores a field from its stars' shapes too")
+            extra += self.field_rotation(rotation.significance())
         return field_probability(z, self.training_prior, self.prior, self.calibration, extra)
 
 
@@ -174,7 +192,7 @@ def score_task(task, scorer: Scorer, frac: float, seed: int | None, log) -> list
         hdus = src.hdus
         images = [hdus[task.hdu]] if task.hdu is not None else [h for h in hdus if h.is_image]
 
-        def tiles(info, plane, data, pairs):
+        def tiles(info, plane, data, pairs, rotation):
             # the error names the HDU, unless the file or the task has only one (as maximask)
             where = task.label if task.hdu is not None or len(hdus) == 1 else f"{task.label}[{info.index}]"
             if plane is not None:
@@ -185,22 +203,25 @@ def score_task(task, scorer: Scorer, frac: float, seed: int | None, log) -> list
                 raise MaximaskError(where, str(exc)) from None
             if pairs is not None:
                 pairs.add(prepared.peaks)
+            if rotation is not None:
+                rotation.add(prepared.stars)
             return prepared.tiles
 
         lines = []
         flat = [h for h in images if len(h.shape) == 2]
         if flat:
             chosen = choose_hdus(flat, frac, seed, task.label)
-            pairs = scorer.field_pairs()  # the field's HDUs together: a mosaic's CCDs moved as one
-            t = np.concatenate([tiles(h, None, src.read_image(h.index), pairs) for h in chosen])
+            # the field's HDUs together: a mosaic's CCDs moved as one
+            pairs, rotation = scorer.field_pairs(), scorer.field_rotation_statistic()
+            t = np.concatenate([tiles(h, None, src.read_image(h.index), pairs, rotation) for h in chosen])
             log(f"{task.label}: HDU {', '.join(str(h.index) for h in chosen)}: {len(t)} tiles")
-            lines.append(f"{task.label} {scorer.score(t, pairs):.6f}")
+            lines.append(f"{task.label} {scorer.score(t, pairs, rotation):.6f}")
         for h in images:
             if len(h.shape) == 3:
                 cube = src.read_image(h.index)
                 for c in range(cube.shape[0]):
-                    pairs = scorer.field_pairs()
-                    p = scorer.score(tiles(h, c, cube[c], pairs), pairs)
+                    pairs, rotation = scorer.field_pairs(), scorer.field_rotation_statistic()
+                    p = scorer.score(tiles(h, c, cube[c], pairs, rotation), pairs, rotation)
                     lines.append(f"{task.label} HDU {h.index} Channel {c} {p:.6f}")
     return lines
 

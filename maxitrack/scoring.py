@@ -26,6 +26,12 @@ Double images
     calibration (a two-variable logistic regression on the same validation frames). The log keeps
     a field of double images from outweighing everything else by its count of stars alone.
 
+Field rotation
+    A network whose metadata has ``field_rotation`` adds ``weight * log(1 + max(R - offset, 0))``
+    in the same way, ``R`` the field's rotation statistic (:mod:`maxitrack.field_rotation`: a
+    tangential pattern in the stars' ellipticities, the mark of a tracking arc too small to
+    smear the stars visibly), its weight fitted with the calibration too.
+
 Prior
     The calibrated logit is a posterior at the training prior ``pi_train``
     (``metadata.training_priors[0]``). For a population where a fraction ``prior`` of exposures is
@@ -57,7 +63,11 @@ def sigmoid(x):
 
 
 class DoubleImageTerm:
-    """The double-image term of a network's field logit (metadata ``double_images``)."""
+    """The double-image term of a network's field logit (metadata ``double_images``); the
+    field-rotation term (metadata ``field_rotation``) has the same form."""
+
+    #: The metadata entry the term is read from, for error messages.
+    entry = "double_images"
 
     def __init__(self, weight: float, offset: float, params: dict | None = None):
         self.weight, self.offset = float(weight), float(offset)
@@ -69,21 +79,29 @@ class DoubleImageTerm:
         if entry is None:
             return None
         if not isinstance(entry, dict):
-            raise ValueError(f"double_images must be an object, not {entry!r}")
+            raise ValueError(f"{cls.entry} must be an object, not {entry!r}")
         try:
             weight, offset = float(entry["weight"]), float(entry["offset"])
         except (KeyError, TypeError, ValueError):
-            raise ValueError("double_images needs numeric 'weight' and 'offset'") from None
+            raise ValueError(f"{cls.entry} needs numeric 'weight' and 'offset'") from None
         if not (math.isfinite(weight) and math.isfinite(offset)):
-            raise ValueError("double_images: weight and offset must be finite")
+            raise ValueError(f"{cls.entry}: weight and offset must be finite")
         params = entry.get("params") or {}
         if not isinstance(params, dict):
-            raise ValueError("double_images: 'params' must be an object")
+            raise ValueError(f"{cls.entry}: 'params' must be an object")
         return cls(weight, offset, params)
 
     def __call__(self, statistic: float) -> float:
-        """The term's value for a field of double-image statistic ``statistic``."""
+        """The term's value for a field of statistic ``statistic``."""
         return self.weight * math.log1p(max(float(statistic) - self.offset, 0.0))
+
+
+class FieldRotationTerm(DoubleImageTerm):
+    """The field-rotation term of a network's field logit (metadata ``field_rotation``):
+    ``weight * log(1 + max(R - offset, 0))``, R the field's rotation statistic
+    (:mod:`maxitrack.field_rotation`)."""
+
+    entry = "field_rotation"
 
 
 def field_logit(tile_logits, calibration: dict | None = None, extra: float = 0.0) -> float:
@@ -96,7 +114,8 @@ def field_logit(tile_logits, calibration: dict | None = None, extra: float = 0.0
     calibration : dict, optional
         ``{"slope": a, "intercept": b}``; identity when None.
     extra : float
-        Added after the calibration (the double-image term, :class:`DoubleImageTerm`).
+        Added after the calibration (the double-image and field-rotation terms,
+        :class:`DoubleImageTerm`, :class:`FieldRotationTerm`).
 
     Returns
     -------

@@ -221,11 +221,12 @@ class PreparedHDU(NamedTuple):
     tiles: np.ndarray  # float32 (N, tile, tile, 1), normalised, best first
     origins: list  # (y0, x0) of each tile
     peaks: np.ndarray | None  # bool (H // 2, W // 2): compact_peaks of the whole frame, if asked for
+    stars: object = None  # maxitrack.field_rotation.StarShapes of the frame, if asked for
 
 
 def prepare_hdu(
     image: np.ndarray, tile: int, selection: dict | None = None, normalisation: dict | None = None,
-    with_peaks: bool = False,
+    with_peaks: bool = False, stars: dict | None = None,
 ) -> PreparedHDU:
     """Select and normalise the tiles of one frame, and optionally keep its compact peaks.
 
@@ -244,6 +245,10 @@ def prepare_hdu(
         Also return the frame's compact peaks (:func:`compact_peaks` at the selection's threshold;
         the tile selection counts the same peaks, so they are found once), for the double-image
         statistic (:mod:`maxitrack.double_images`).
+    stars : dict, optional
+        Also measure the shapes of the frame's isolated stars
+        (:func:`maxitrack.field_rotation.star_moments` with these parameters, on the same peaks),
+        for the field-rotation statistic.
 
     Returns
     -------
@@ -265,7 +270,7 @@ def prepare_hdu(
     norm = normalisation or tile_normalisation(tile)
     sel = dict(DEFAULT_SELECTION, **(selection or {}))
     peaks = None
-    if with_peaks:
+    if with_peaks or stars is not None:
         if np.isfinite(noise) and noise > 0:
             peaks = compact_peaks(image, sky, noise, float(sel["detect"]))
         else:
@@ -280,7 +285,12 @@ def prepare_hdu(
             # A constant or empty tile (e.g. wholly inside a saturated core or a NaN region) in a
             # frame that is not: it carries no evidence, the network sees flat sky.
             out[i] = 0.0
-    return PreparedHDU(out, origins, peaks)
+    shapes = None
+    if stars is not None:
+        from .field_rotation import star_moments
+
+        shapes = star_moments(image, sky, noise, peaks, stars)
+    return PreparedHDU(out, origins, peaks if with_peaks else None, shapes)
 
 
 def prepare_tiles(

@@ -8,6 +8,11 @@ network's files are copied unchanged; the metadata gets the new calibration and 
 ``double_images`` entry (which the model identifier includes). docs/MAXITRACK.md, "Double images
 from the field's peaks".
 
+With ``--rotation-offset R0``, the field-rotation term ``d * log(1 + max(R - R0, 0))``
+(:mod:`maxitrack.field_rotation`, ``R`` from the cache's stars) is fitted with them, ``a * mean +
+c * ... + d * ... + b``, and the metadata gets a ``field_rotation`` entry too (docs/MAXITRACK.md,
+"Small arcs from the stars' shapes").
+
 Usage::
 
     python benchmarks/tracking_double_images.py prepare --split val --first 0 --frames 400 \\
@@ -31,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 
 def main(argv=None) -> int:
-    from tracking_double_images import load, tile_network_hash
+    from tracking_double_images import load, load_stars, rotation_statistics, tile_network_hash
     from tracking_quality import double_image_statistics
 
     from maximask.network import METADATA_FILE, NetworkMetadata, weights_hash
@@ -45,6 +50,10 @@ def main(argv=None) -> int:
     ap.add_argument("--offset", type=float, default=10.0, help="D0: the statistic counts from there")
     ap.add_argument("--params", type=json.loads, default={},
                     help="JSON object of statistic parameters to change from DEFAULT_DOUBLE_IMAGES")
+    ap.add_argument("--rotation-offset", type=float, default=None,
+                    help="R0: also fit the field-rotation term, the statistic counting from there")
+    ap.add_argument("--rotation-params", type=json.loads, default={},
+                    help="JSON object of field-rotation parameters to change from DEFAULT_FIELD_ROTATION")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
 
@@ -57,16 +66,36 @@ def main(argv=None) -> int:
     mean_z = np.array([np.mean(r["tile_logits"]) for r in recs])
     y = np.array([r["label"] for r in recs])
     term = np.log1p(np.maximum(d - args.offset, 0.0))
-    a, c, b = fit_logistic(np.column_stack([mean_z, term]), y)
-    z = a * mean_z + c * term + b
+    rotation = None
+    if args.rotation_offset is None:
+        a, c, b = fit_logistic(np.column_stack([mean_z, term]), y)
+        z = a * mean_z + c * term + b
+    else:
+        from maxitrack.field_rotation import DEFAULT_FIELD_ROTATION
+
+        rparams = copy.deepcopy(dict(DEFAULT_FIELD_ROTATION, **args.rotation_params))
+        stars, measured = load_stars(args.work, args.split)
+        if any(rparams[k] != measured[k] for k in measured if k in rparams and k in args.rotation_params):
+            raise SystemExit(f"{args.work}: its stars were measured with other parameters")
+        r = rotation_statistics(stars, rparams)
+        rterm = np.log1p(np.maximum(r - args.rotation_offset, 0.0))
+        a, c, e, b = fit_logistic(np.column_stack([mean_z, term, rterm]), y)
+        z = a * mean_z + c * term + e * rterm + b
+        rotation = {"weight": float(e), "offset": float(args.rotation_offset), "params": rparams}
+        print(f"field rotation: weight {e:.4f}; normal frames' R 50/90/99 % "
+              f"{np.percentile(r[y == 0], [50, 90, 99]).round(2).tolist()}, above R0: {int((r[y == 0] > args.rotation_offset).sum())}",
+              file=sys.stderr)
     calibration = {"slope": float(a), "intercept": float(b),
                    "fitted_on": f"{len(y)} validation frames {2 * shape[0]}x{2 * shape[1]}, 12 tiles each, "
-                                f"with the double-image term"}
+                                f"with the double-image term" + ("" if rotation is None else " and the field-rotation term")}
     print(f"a {a:.4f}, c {c:.4f}, b {b:.4f}; validation AUC {roc_auc(mean_z, y):.4f} -> {roc_auc(z, y):.4f} "
           f"(fitted on these frames), log-loss {calibrated_log_loss(z, y, None):.4f}", file=sys.stderr)
 
     meta = json.loads((src / METADATA_FILE).read_text())
     meta["double_images"] = {"weight": float(c), "offset": float(args.offset), "params": params}
+    meta.pop("field_rotation", None)  # its weight belonged to the calibration being replaced
+    if rotation is not None:
+        meta["field_rotation"] = rotation
     extra = copy.deepcopy(meta["extra"])
     extra["calibration"] = calibration
     extra["double_images_fit"] = {"from": str(args.net_dir), "frames": len(y),
