@@ -33,7 +33,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_io import write_json  # noqa: E402
-from tracking_quality import KINDS, double_image_extra, split_peaks  # noqa: E402
+from tracking_quality import (  # noqa: E402
+    KINDS,
+    chunk_stars,
+    double_image_extra,
+    rotation_extra,
+    split_peaks,
+    star_arrays,
+    star_rows,
+)
 
 CHUNK = 50
 
@@ -61,7 +69,7 @@ def _prepare_chunk(path: str, split: str, c0: int, c1: int, size, net_dir: str, 
         pk = np.argwhere(prepared.peaks).astype(np.int16)
         peaks.append(pk)
         st = prepared.stars
-        stars.append(np.column_stack([st.x, st.y, st.qxx, st.qyy, st.qxy, st.snr]).astype(np.float32))
+        stars.append(star_rows(st))
         rec = {"index": i, "label": int(label), "kind": meta["kind"],
                "extent_px": float(meta["tracking"].get("extent_px", 0.0)),
                "fwhm_px": float(meta["fwhm_px"]), "psf_coma": float(meta["psf_coma"]),
@@ -75,9 +83,7 @@ def _prepare_chunk(path: str, split: str, c0: int, c1: int, size, net_dir: str, 
         recs.append(rec)
     tmp = Path(path).with_suffix(".tmp.npz")
     np.savez(tmp, peaks=np.concatenate(peaks), counts=np.array([len(p) for p in peaks]),
-             stars=np.concatenate(stars), star_counts=np.array([len(v) for v in stars]),
-             star_params=np.array(json.dumps(DEFAULT_FIELD_ROTATION, sort_keys=True)),
-             records=np.array(json.dumps(recs)), shape=np.array([size[0] // 2, size[1] // 2]),
+             **star_arrays(stars, DEFAULT_FIELD_ROTATION), records=np.array(json.dumps(recs)), shape=np.array([size[0] // 2, size[1] // 2]),
              tile_network=np.array(tile_network_hash(net_dir)))
     tmp.replace(path)
     return path
@@ -128,56 +134,19 @@ def load(work, split: str) -> tuple:
     return recs, peaks, shapes.pop(), nets.pop()
 
 
-#: The parameters of :func:`maxitrack.field_rotation.star_moments` (what the cache's stars were
-#: measured with); the others only change the fit, which runs on the cached stars.
-MEASUREMENT_KEYS = ("isolation", "half", "max_stars", "saturation", "iterations")
-
-
 def load_stars(work, split: str) -> tuple:
     """The cached stars of a split's frames, in :func:`load`'s order: ``(list of
     maxitrack.field_rotation.StarShapes, the measurement parameters)``."""
-    from maxitrack.field_rotation import StarShapes
-
     paths = sorted(p for p in glob.glob(str(Path(work) / f"{split}_*.npz")) if not p.endswith(".tmp.npz"))
     out, params = [], set()
     for p in paths:
         d = np.load(p)
-        if "stars" not in d:
-            raise SystemExit(f"{p}: cached without the stars' shapes; move the cache away and prepare it again")
-        recs = json.loads(str(d["records"]))
-        frame = tuple(2 * int(v) for v in d["shape"])
-        off = np.concatenate([[0], np.cumsum(d["star_counts"])])
-        for n, r in enumerate(recs):
-            a = d["stars"][off[n] : off[n + 1]].astype(np.float64)
-            out.append(StarShapes(*(a[:, k] for k in range(6)), float(r["star_sigma"]), frame))
-        params.add(str(d["star_params"]))
+        stars, measured = chunk_stars(d, tuple(2 * int(v) for v in d["shape"]), p)
+        out += stars
+        params.add(json.dumps(measured, sort_keys=True))
     if len(params) != 1:
         raise SystemExit(f"{work}: cached chunks measured with different parameters")
     return out, json.loads(params.pop())
-
-
-def rotation_statistics(stars: list, params: dict) -> np.ndarray:
-    """The field-rotation statistic of each cached frame (one HDU each), as the command computes it
-    (:class:`maxitrack.field_rotation.FieldRotation`)."""
-    from maxitrack.field_rotation import FieldRotation
-
-    out = np.empty(len(stars))
-    for i, st in enumerate(stars):
-        acc = FieldRotation(params)
-        acc.add(st)
-        out[i] = acc.significance()
-    return out
-
-
-def rotation_extra(stars, measured: dict, scorer) -> np.ndarray:
-    """The field-rotation term of each frame's field logit for the network of ``scorer``; zeros for
-    a network without the term."""
-    if scorer.field_rotation is None:
-        return np.zeros(len(stars) if stars is not None else 0)
-    params = dict(measured, **scorer.field_rotation.params)
-    if stars is None or any(params[k] != measured[k] for k in MEASUREMENT_KEYS):
-        raise SystemExit("the cache's stars were not measured as this network measures them; prepare it again")
-    return np.array([scorer.field_rotation(v) for v in rotation_statistics(stars, params)])
 
 
 def field_logits(net_dir, recs: list, peaks: list, shape, stars=None, measured=None) -> np.ndarray:
@@ -190,6 +159,8 @@ def field_logits(net_dir, recs: list, peaks: list, shape, stars=None, measured=N
     sc = Scorer(net_dir, 0.5, 64)
     extra = double_image_extra(peaks, shape, sc)
     if sc.field_rotation is not None:
+        if stars is None:
+            raise SystemExit(f"{net_dir}: has a field-rotation term; give the cache's stars")
         extra = extra + rotation_extra(stars, measured, sc)
     return np.array([field_logit(r["tile_logits"], sc.calibration, e) for r, e in zip(recs, extra)])
 

@@ -86,6 +86,7 @@ def prepare(args, tile: int, selection: dict, normalisation: dict, work: Path) -
     This stage does not need the network, so it can run while the network trains.
     """
     from maximask.sim import simulate_tracking_frame
+    from maxitrack.field_rotation import DEFAULT_FIELD_ROTATION
     from maxitrack.tiles import prepare_hdu
 
     sel = dict(selection, n_tiles=10**6)  # every cell, best first
@@ -94,12 +95,14 @@ def prepare(args, tile: int, selection: dict, normalisation: dict, work: Path) -
     for path, (c0, c1) in zip(files, _chunks(args.first, args.frames)):
         if path.exists():
             continue
-        tiles, recs, peaks = [], [], []
+        tiles, recs, peaks, stars = [], [], [], []
         for i in range(c0, c1):
             image, label, meta = simulate_tracking_frame(tuple(args.size), frame_rng(args.seed, "bench", i))
-            ranked, origins, peak_map = prepare_hdu(image, tile, sel, normalisation, with_peaks=True)
+            ranked, origins, peak_map, st = prepare_hdu(image, tile, sel, normalisation, with_peaks=True,
+                                                        stars=DEFAULT_FIELD_ROTATION)
             tiles.append(ranked[..., 0].astype(np.float16))
             peaks.append(np.argwhere(peak_map).astype(np.int16))  # for the double-image statistic
+            stars.append(star_rows(st))  # for the field-rotation statistic
             recs.append({
                 "index": i,
                 "label": int(label),
@@ -112,11 +115,12 @@ def prepare(args, tile: int, selection: dict, normalisation: dict, work: Path) -
                 "classes": sorted(meta.get("classes_drawn") or []),
                 "n_tiles": len(tiles[-1]),
                 "origins": [list(o) for o in origins],  # (y0, x0) of each ranked tile
+                "star_sigma": st.weight_sigma,
             })
         tmp = path.with_suffix(".tmp.npz")
         np.savez(tmp, tiles=np.concatenate(tiles), records=np.array(json.dumps(recs)),
                  peaks=np.concatenate(peaks), peak_counts=np.array([len(q) for q in peaks]),
-                 peak_grid=np.array(peak_map.shape))
+                 peak_grid=np.array(peak_map.shape), **star_arrays(stars, DEFAULT_FIELD_ROTATION))
         tmp.replace(path)
         print(f"{c1 - args.first}/{args.frames} frames simulated ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
     return files
@@ -167,15 +171,78 @@ def double_image_terms(chunk, scorer, path="") -> np.ndarray:
     return double_image_extra(peaks, tuple(int(v) for v in chunk["peak_grid"]), scorer)
 
 
+#: The parameters of :func:`maxitrack.field_rotation.star_moments` (what a cache's stars were
+#: measured with); the others only change the fit, which runs on the cached stars.
+MEASUREMENT_KEYS = ("isolation", "half", "max_stars", "saturation", "iterations")
+
+
+def star_rows(stars) -> np.ndarray:
+    """One frame's :class:`maxitrack.field_rotation.StarShapes` as float32 rows (x, y, qxx, qyy,
+    qxy, snr), for a cache."""
+    return np.column_stack([stars.x, stars.y, stars.qxx, stars.qyy, stars.qxy, stars.snr]).astype(np.float32)
+
+
+def star_arrays(rows: list, params: dict) -> dict:
+    """The arrays a cache chunk keeps of its frames' stars (:func:`star_rows` of each)."""
+    return {"stars": np.concatenate(rows), "star_counts": np.array([len(r) for r in rows]),
+            "star_params": np.array(json.dumps(params, sort_keys=True))}
+
+
+def chunk_stars(chunk, frame_shape, path="") -> tuple:
+    """The stars of each frame of a cache chunk (``np.load`` of it): ``(list of StarShapes, the
+    measurement parameters)``."""
+    from maxitrack.field_rotation import StarShapes
+
+    if "stars" not in chunk:
+        raise SystemExit(f"{path}: cached without the frames' stars, which this network needs; "
+                         "move the cache away and prepare it again")
+    recs = json.loads(str(chunk["records"]))
+    off = np.concatenate([[0], np.cumsum(chunk["star_counts"])])
+    out = []
+    for n, r in enumerate(recs):
+        a = chunk["stars"][off[n] : off[n + 1]].astype(np.float64)
+        out.append(StarShapes(*(a[:, k] for k in range(6)), float(r["star_sigma"]), tuple(frame_shape)))
+    return out, json.loads(str(chunk["star_params"]))
+
+
+def rotation_statistics(stars: list, params: dict) -> np.ndarray:
+    """The field-rotation statistic of each cached frame (one HDU each), as the command computes it
+    (:class:`maxitrack.field_rotation.FieldRotation`)."""
+    from maxitrack.field_rotation import FieldRotation
+
+    out = np.empty(len(stars))
+    for i, st in enumerate(stars):
+        acc = FieldRotation(params)
+        acc.add(st)
+        out[i] = acc.significance()
+    return out
+
+
+def rotation_extra(stars: list, measured: dict, scorer) -> np.ndarray:
+    """The field-rotation term of each frame's field logit for the network of ``scorer`` (a
+    :class:`maxitrack.cli.Scorer`), from stars measured with ``measured``; zeros for a network
+    without the term."""
+    if scorer.field_rotation is None:
+        return np.zeros(len(stars))
+    params = dict(measured, **scorer.field_rotation.params)
+    if any(params[k] != measured[k] for k in MEASUREMENT_KEYS):
+        raise SystemExit("the cache's stars were not measured as this network measures them; prepare it again")
+    return np.array([scorer.field_rotation(v) for v in rotation_statistics(stars, params)])
+
+
 def score_cached(files, scorer) -> list:
     """Per-frame records with the network's logits of the ranked tiles, and ``extra``: the
-    double-image term of the field logit (:func:`double_image_terms`)."""
+    double-image and field-rotation terms of the field logit (:func:`double_image_terms`,
+    :func:`rotation_extra`)."""
     out = []
     for path in files:
         d = np.load(path)
         tiles = d["tiles"].astype(np.float32)[..., None]
         z = np.concatenate([scorer.logits(tiles[j : j + 64]) for j in range(0, len(tiles), 64)])[:, 0]
         extra = double_image_terms(d, scorer, path)
+        if scorer.field_rotation is not None:
+            frame = tuple(2 * int(v) for v in d["peak_grid"])
+            extra = extra + rotation_extra(*chunk_stars(d, frame, path), scorer)
         k = 0
         for rec, e in zip(json.loads(str(d["records"])), extra):
             rec["tile_logits"] = z[k : k + rec["n_tiles"]].tolist()

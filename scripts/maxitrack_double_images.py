@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 
 def main(argv=None) -> int:
-    from tracking_double_images import load, load_stars, rotation_statistics, tile_network_hash
+    from tracking_double_images import load, load_stars, tile_network_hash
+    from tracking_quality import rotation_statistics
     from tracking_quality import double_image_statistics
 
     from maximask.network import METADATA_FILE, NetworkMetadata, weights_hash
