@@ -64,6 +64,8 @@ DEFAULT_FIELD_ROTATION = {
     "clip": 4.0,
     "min_stars": 12,
 }
+# One more key is optional, absent from these defaults: "coma_term" (True when absent): whether the
+# fit has a free coma column ``w**2`` about the frame's centre.
 
 
 @dataclass
@@ -270,15 +272,28 @@ def rotation_significance(stars: StarShapes, params: dict | None = None) -> floa
         return np.concatenate([v.real, v.imag])
 
     one = np.ones(len(z))
-    eps0 = np.sum(wt * eps) / np.sum(wt)
-    fixed = np.column_stack([col(z**2), col(one + 0j), col(1j * one), col(eps0 * z.real), col(eps0 * z.imag)])
     y = col(eps)
     W = np.concatenate([wt, wt])
+    clip = float(p["clip"])
+    if p.get("model", "scan") == "curvature":
+        # eps = A w**2 + (any linear gradient) + C: a rotation's curvature is tangential (Re A < 0)
+        # about any centre, a radial PSF pattern's (coma) Re A > 0 about any optical axis
+        X = np.column_stack([col(z**2), col(1j * z**2), col(z.real + 0j), col(1j * z.real),
+                             col(z.imag + 0j), col(1j * z.imag), col(one + 0j), col(1j * one)])
+        keep = _clip_mask(X, y, W, clip)
+        t = _scan_t(-X[:, :1], X[:, 1:], y, W * keep)
+        return float(t[0]) if np.isfinite(t[0]) else 0.0
+    eps0 = np.sum(wt * eps) / np.sum(wt)
+    if p.get("model", "scan") == "contrast":
+        return _contrast(z, y, W, eps0, col, p, h, w, rmax)
+    fixed = [col(one + 0j), col(1j * one), col(eps0 * z.real), col(eps0 * z.imag)]
+    if p.get("coma_term", True):
+        fixed.insert(0, col(z**2))
+    fixed = np.column_stack(fixed)
     fr = np.linspace(-0.5, 1.5, int(p["grid"]))
     fy, fx = np.meshgrid(fr, fr, indexing="ij")
     centres = (((fx - 0.5) * w + 1j * (fy - 0.5) * h) / rmax).ravel()
     rot = np.column_stack([col(-((z - c) ** 2)) for c in centres])
-    clip = float(p["clip"])
     # outliers judged against the model without a rotation, then with the best centre's
     keep = _clip_mask(fixed, y, W, clip)
     t = _scan_t(rot, fixed, y, W * keep)
@@ -287,6 +302,42 @@ def rotation_significance(stars: StarShapes, params: dict | None = None) -> floa
     keep = _clip_mask(np.column_stack([rot[:, int(np.nanargmax(t))], fixed]), y, W, clip)
     t = _scan_t(rot, fixed, y, W * keep)
     return float(np.nanmax(t)) if np.isfinite(t).any() else 0.0
+
+
+def _contrast(z, y, W, eps0, col, p, h, w, rmax) -> float:
+    """Tangential against radial: the best fit of ``-g (w - c)**2`` with g > 0 (a rotation about
+    some centre) against the best with g < 0 (a radial pattern, coma, about some optical axis),
+    over the centres; the signed square root of the difference of their chi-squares in units of the
+    residual variance. A pure gradient (a centre far away) fits both alike."""
+    one = np.ones(len(z))
+    fixed = np.column_stack([col(one + 0j), col(1j * one), col(eps0 * z.real), col(eps0 * z.imag)])
+    lo, hi = p.get("centre_range", [-1.5, 2.5])
+    fr = np.linspace(float(lo), float(hi), int(p.get("contrast_grid", 17)))
+    fy, fx = np.meshgrid(fr, fr, indexing="ij")
+    centres = (((fx - 0.5) * w + 1j * (fy - 0.5) * h) / rmax).ravel()
+    rot = np.column_stack([col(-((z - c) ** 2)) for c in centres])
+    keep = _clip_mask(fixed, y, W, float(p["clip"]))
+    for _ in range(2):
+        sw = np.sqrt(W * keep)
+        q, _r = np.linalg.qr(fixed * sw[:, None])
+        Rw = rot * sw[:, None]
+        yw = y * sw
+        Rt = Rw - q @ (q.T @ Rw)
+        yt = yw - q @ (q.T @ yw)
+        rr = np.einsum("ij,ij->j", Rt, Rt)
+        ry = Rt.T @ yt
+        with np.errstate(invalid="ignore", divide="ignore"):
+            gain = np.where(rr > 0, ry * ry / rr, 0.0)  # chi-square drop of each centre's fit
+        best = int(np.argmax(gain))
+        # outliers judged again against the best pattern
+        keep = _clip_mask(np.column_stack([rot[:, best], fixed]), y, W, float(p["clip"]))
+    ss0 = float(yt @ yt)
+    dof = max(int(np.count_nonzero(W * keep)) - fixed.shape[1] - 1, 1)
+    s2 = max((ss0 - float(gain.max())) / dof, 1e-300)
+    tang = float(gain[ry > 0].max()) if np.any(ry > 0) else 0.0
+    rad = float(gain[ry < 0].max()) if np.any(ry < 0) else 0.0
+    d = (tang - rad) / s2
+    return float(np.sign(d) * np.sqrt(abs(d)))
 
 
 class FieldRotation:
