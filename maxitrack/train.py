@@ -252,27 +252,35 @@ def frame_mean_logits(tile_logits: np.ndarray, frame: np.ndarray) -> tuple:
     return frames, sums / np.bincount(inv)
 
 
-def fit_logistic(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, iters: int = 100) -> np.ndarray:
+def fit_logistic(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, iters: int = 100, offset=None,
+                 intercept: bool = True) -> np.ndarray:
     """Logistic regression ``P(y=1) = sigmoid(X w + b)`` by Newton's method (tiny ridge on w, b).
 
     Parameters
     ----------
     X : ndarray, float, shape (N, K)
     y : ndarray, 0/1, shape (N,)
+    offset : ndarray, float, shape (N,), optional
+        A fixed term added to ``X w + b`` (the logits of a model being extended).
+    intercept : bool
+        Fit the intercept ``b`` (else it is 0 and not returned).
 
     Returns
     -------
-    ndarray, shape (K + 1,)
+    ndarray, shape (K + 1,), or (K,) without the intercept
         ``w`` then the intercept ``b``. Newton starts from the first weight at 1 and the others at
-        0 (for Platt scaling: the identity).
+        0 (for Platt scaling: the identity); with an offset, from 0.
     """
     X = np.asarray(X, np.float64).reshape(len(y), -1)
     y = np.asarray(y, np.float64)
-    X = np.column_stack([X, np.ones(len(X))])
+    if intercept:
+        X = np.column_stack([X, np.ones(len(X))])
+    off = np.zeros(len(y)) if offset is None else np.asarray(offset, np.float64)
     w = np.zeros(X.shape[1])
-    w[0] = 1.0
+    if offset is None:
+        w[0] = 1.0
     for _ in range(iters):
-        z = np.clip(X @ w, -50, 50)
+        z = np.clip(off + X @ w, -50, 50)
         p = 1.0 / (1.0 + np.exp(-z))
         g = X.T @ (p - y) + l2 * w
         H = (X * (p * (1 - p))[:, None]).T @ X + l2 * np.eye(X.shape[1])

@@ -11,7 +11,9 @@ from the field's peaks".
 With ``--rotation-offset R0``, the field-rotation term ``d * log(1 + max(R - R0, 0))``
 (:mod:`maxitrack.field_rotation`, ``R`` from the cache's stars) is fitted with them, ``a * mean +
 c * ... + d * ... + b``, and the metadata gets a ``field_rotation`` entry too (docs/MAXITRACK.md,
-"Small arcs from the stars' shapes").
+"Small arcs from the stars' shapes"). With ``--keep-calibration`` as well, ``a``, ``b``, ``c``, D0
+and the double-image parameters stay the source network's and ``d`` alone is fitted: a field
+whose rotation statistic stays below R0 keeps its score.
 
 Usage::
 
@@ -55,10 +57,20 @@ def main(argv=None) -> int:
                     help="R0: also fit the field-rotation term, the statistic counting from there")
     ap.add_argument("--rotation-params", type=json.loads, default={},
                     help="JSON object of field-rotation parameters to change from DEFAULT_FIELD_ROTATION")
+    ap.add_argument("--keep-calibration", action="store_true",
+                    help="with --rotation-offset: keep the source network's calibration and double-image "
+                         "term, fit the field-rotation weight alone")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
+    if args.keep_calibration and args.rotation_offset is None:
+        ap.error("--keep-calibration needs --rotation-offset")
 
     src = Path(args.net_dir)
+    source_meta = json.loads((src / METADATA_FILE).read_text())
+    if args.keep_calibration:
+        # the source's double-image term as it is: its offset and parameters, not the options'
+        args.offset = float(source_meta["double_images"]["offset"])
+        args.params = dict(source_meta["double_images"]["params"])
     recs, peaks, shape, cached = load(args.work, args.split)
     if tile_network_hash(src) != cached:
         raise SystemExit(f"{src}: its tile network is not the one the cache was made with ({cached})")
@@ -80,19 +92,24 @@ def main(argv=None) -> int:
             raise SystemExit(f"{args.work}: its stars were measured with other parameters")
         r = rotation_statistics(stars, rparams)
         rterm = np.log1p(np.maximum(r - args.rotation_offset, 0.0))
-        a, c, e, b = fit_logistic(np.column_stack([mean_z, term, rterm]), y)
+        if args.keep_calibration:
+            cal = source_meta["extra"]["calibration"]
+            a, b, c = float(cal["slope"]), float(cal["intercept"]), float(source_meta["double_images"]["weight"])
+            e = float(fit_logistic(rterm, y, offset=a * mean_z + c * term + b, intercept=False)[0])
+        else:
+            a, c, e, b = fit_logistic(np.column_stack([mean_z, term, rterm]), y)
         z = a * mean_z + c * term + e * rterm + b
         rotation = {"weight": float(e), "offset": float(args.rotation_offset), "params": rparams}
         print(f"field rotation: weight {e:.4f}; normal frames' R 50/90/99 % "
               f"{np.percentile(r[y == 0], [50, 90, 99]).round(2).tolist()}, above R0: {int((r[y == 0] > args.rotation_offset).sum())}",
               file=sys.stderr)
     calibration = {"slope": float(a), "intercept": float(b),
-                   "fitted_on": f"{len(y)} validation frames {2 * shape[0]}x{2 * shape[1]}, 12 tiles each, "
+                   "fitted_on": source_meta["extra"]["calibration"]["fitted_on"] if args.keep_calibration else f"{len(y)} validation frames {2 * shape[0]}x{2 * shape[1]}, 12 tiles each, "
                                 f"with the double-image term" + ("" if rotation is None else " and the field-rotation term")}
     print(f"a {a:.4f}, c {c:.4f}, b {b:.4f}; validation AUC {roc_auc(mean_z, y):.4f} -> {roc_auc(z, y):.4f} "
           f"(fitted on these frames), log-loss {calibrated_log_loss(z, y, None):.4f}", file=sys.stderr)
 
-    meta = json.loads((src / METADATA_FILE).read_text())
+    meta = copy.deepcopy(source_meta)
     meta["double_images"] = {"weight": float(c), "offset": float(args.offset), "params": params}
     meta.pop("field_rotation", None)  # its weight belonged to the calibration being replaced
     if rotation is not None:
