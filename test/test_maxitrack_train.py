@@ -205,3 +205,18 @@ def test_an_ensemble_outputs_the_mean_of_its_members_tile_logits():
     other = dict(meta, extra={"input": "tile"})
     with pytest.raises(SystemExit, match="b: its input differs from a's"):
         check_members([meta, other], ["a", "b"])
+
+
+def test_fit_logistic_with_a_fixed_offset_fits_the_added_weight_alone():
+    """Extending a calibrated model by one term: the offset's logits stay as they are."""
+    from maxitrack.train import fit_logistic
+
+    rng = np.random.default_rng(7)
+    n = 20000
+    off = rng.normal(0.0, 2.0, n)
+    x = np.maximum(rng.normal(0.0, 1.0, n), 0.0)
+    y = (rng.random(n) < 1.0 / (1.0 + np.exp(-(off + 2.0 * x)))).astype(float)
+    w = fit_logistic(x, y, offset=off, intercept=False)
+    assert w.shape == (1,) and abs(w[0] - 2.0) < 0.15
+    # without the offset the same data give another weight and an intercept
+    assert fit_logistic(x, y).shape == (2,)
