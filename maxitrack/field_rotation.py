@@ -27,20 +27,35 @@ the network metadata as ``field_rotation``):
 2. **Selection**: matched-filter S/N of at least ``snr_min``, size within ``size_band`` of the
    median (cosmic rays, galaxies and blends out), ``|eps| < max_ellipticity``; each star weighted
    by ``1 / (intrinsic**2 + (2 / snr)**2)``.
-3. **Fit**, for each candidate centre ``c`` on a ``grid`` x ``grid`` lattice from -0.5 to 1.5 of the
-   frame on each axis (an alt-azimuth field's centre is in or near the frame; farther out the
-   pattern is a gradient): weighted least squares of ``eps`` on the rotation term ``-(w - c)**2``,
-   the coma term ``w**2`` (about the frame's centre), a constant (complex), and the constant's
-   change with position (``eps0 * x``, ``eps0 * y``, ``eps0`` the weighted mean ellipticity: a
-   PSF whose size changes over the field dilutes its measured ellipticity there), with positions
-   in units of the frame's half diagonal, clipping residuals beyond ``clip`` times their robust
-   spread. ``R`` is the largest t-value of the rotation term's coefficient over the centres
-   (positive: tangential), 0 with fewer than ``min_stars`` stars.
+3. **Fit** (``model: "contrast"``, the default). A rotation about any centre adds ``-g (w -
+   c)**2`` with ``g > 0``; coma radial about any optical axis (on the frame, or off it as on a
+   mosaic's outer CCDs) adds the same with ``g < 0``; a centre or an axis far away leaves a
+   gradient, which fits both alike. For each centre ``c`` on a ``contrast_grid`` x
+   ``contrast_grid`` lattice spanning ``centre_range`` of the frame on each axis, ``eps`` is
+   fitted (weighted least squares, residuals beyond ``clip`` robust sigmas left out) on ``-(w -
+   c)**2``, a complex constant and the constant's change with position (``eps0 * x``, ``eps0 *
+   y``, ``eps0`` the weighted mean ellipticity: a PSF whose size changes over the field dilutes
+   its measured ellipticity there), positions in units of the frame's half diagonal. ``R`` is the
+   signed square root of the chi-square difference between the best tangential fit (``g > 0``)
+   and the best radial one (``g < 0``), in units of the residual variance: positive for a
+   rotation, negative for coma, 0 with fewer than ``min_stars`` stars. Where a frame has both,
+   the stronger wins: second moments cannot tell a small arc under strong coma.
+
+   ``model: "scan"`` is the first candidate's statistic (docs/MAXITRACK.md, "Small arcs from the
+   stars' shapes"), kept for the record: the largest t-value of ``g`` over a ``grid`` x ``grid``
+   lattice from -0.5 to 1.5, with a free coma column ``w**2`` about the frame's centre (unless
+   ``coma_term`` is false). It reads coma about an optical axis off the frame as a rotation.
 
 A field's ``R`` is the mean of its HDUs' (those with enough stars): each CCD of a mosaic sees the
 same rotation about a centre of its own. The field's score adds ``weight * log(1 + max(R -
 offset, 0))`` to the calibrated logit, like the double-image term
-(:func:`maxitrack.scoring.field_logit`).
+(:func:`maxitrack.scoring.field_logit`). No shipped network has the term yet (three candidates at
+stop 26 failed their rules or were withdrawn); ``scripts/maxitrack_double_images.py
+--rotation-offset`` makes one.
+
+Second moments cannot tell a rotation from a tangential PSF pattern of the optics (astigmatism
+on one side of focus): a telescope whose normal PSFs elongate tangentially would read as
+rotating.
 """
 
 from __future__ import annotations
@@ -60,12 +75,15 @@ DEFAULT_FIELD_ROTATION = {
     "size_band": [0.6, 1.6],
     "max_ellipticity": 0.6,
     "intrinsic": 0.05,  # ellipticity scatter beyond the noise (galaxies, blends)
-    "grid": 9,
     "clip": 4.0,
     "min_stars": 12,
+    "model": "contrast",
+    "centre_range": [-1.5, 2.5],  # candidate centres, in frame sizes from the first pixel
+    "contrast_grid": 17,
+    "grid": 9,  # the "scan" model's centres
 }
-# One more key is optional, absent from these defaults: "coma_term" (True when absent): whether the
-# fit has a free coma column ``w**2`` about the frame's centre.
+# One more key is optional, absent from these defaults: "coma_term" (True when absent), whether the
+# "scan" model's fit has a free coma column ``w**2`` about the frame's centre.
 
 
 @dataclass
@@ -265,35 +283,24 @@ def rotation_significance(stars: StarShapes, params: dict | None = None) -> floa
     z, eps, wt = _selected(stars, p)
     if len(z) < int(p["min_stars"]):
         return 0.0
-    h, w = stars.shape
-    rmax = float(np.hypot(h / 2.0, w / 2.0))
-
-    def col(v):
-        return np.concatenate([v.real, v.imag])
-
+    col = _components
     one = np.ones(len(z))
     y = col(eps)
     W = np.concatenate([wt, wt])
     clip = float(p["clip"])
-    if p.get("model", "scan") == "curvature":
-        # eps = A w**2 + (any linear gradient) + C: a rotation's curvature is tangential (Re A < 0)
-        # about any centre, a radial PSF pattern's (coma) Re A > 0 about any optical axis
-        X = np.column_stack([col(z**2), col(1j * z**2), col(z.real + 0j), col(1j * z.real),
-                             col(z.imag + 0j), col(1j * z.imag), col(one + 0j), col(1j * one)])
-        keep = _clip_mask(X, y, W, clip)
-        t = _scan_t(-X[:, :1], X[:, 1:], y, W * keep)
-        return float(t[0]) if np.isfinite(t[0]) else 0.0
     eps0 = np.sum(wt * eps) / np.sum(wt)
-    if p.get("model", "scan") == "contrast":
-        return _contrast(z, y, W, eps0, col, p, h, w, rmax)
+    # the fit's columns besides the pattern: a complex constant, and its dilution with position
     fixed = [col(one + 0j), col(1j * one), col(eps0 * z.real), col(eps0 * z.imag)]
+    if p["model"] == "contrast":
+        lo, hi = p["centre_range"]
+        rot = _patterns(z, stars.shape, np.linspace(float(lo), float(hi), int(p["contrast_grid"])))
+        return _contrast(rot, np.column_stack(fixed), y, W, clip)
+    if p["model"] != "scan":
+        raise ValueError(f"field_rotation: unknown model {p['model']!r}")
     if p.get("coma_term", True):
         fixed.insert(0, col(z**2))
     fixed = np.column_stack(fixed)
-    fr = np.linspace(-0.5, 1.5, int(p["grid"]))
-    fy, fx = np.meshgrid(fr, fr, indexing="ij")
-    centres = (((fx - 0.5) * w + 1j * (fy - 0.5) * h) / rmax).ravel()
-    rot = np.column_stack([col(-((z - c) ** 2)) for c in centres])
+    rot = _patterns(z, stars.shape, np.linspace(-0.5, 1.5, int(p["grid"])))
     # outliers judged against the model without a rotation, then with the best centre's
     keep = _clip_mask(fixed, y, W, clip)
     t = _scan_t(rot, fixed, y, W * keep)
@@ -304,19 +311,28 @@ def rotation_significance(stars: StarShapes, params: dict | None = None) -> floa
     return float(np.nanmax(t)) if np.isfinite(t).any() else 0.0
 
 
-def _contrast(z, y, W, eps0, col, p, h, w, rmax) -> float:
-    """Tangential against radial: the best fit of ``-g (w - c)**2`` with g > 0 (a rotation about
-    some centre) against the best with g < 0 (a radial pattern, coma, about some optical axis),
-    over the centres; the signed square root of the difference of their chi-squares in units of the
-    residual variance. A pure gradient (a centre far away) fits both alike."""
-    one = np.ones(len(z))
-    fixed = np.column_stack([col(one + 0j), col(1j * one), col(eps0 * z.real), col(eps0 * z.imag)])
-    lo, hi = p.get("centre_range", [-1.5, 2.5])
-    fr = np.linspace(float(lo), float(hi), int(p.get("contrast_grid", 17)))
-    fy, fx = np.meshgrid(fr, fr, indexing="ij")
+def _components(v: np.ndarray) -> np.ndarray:
+    """A complex column as its real parts, then its imaginary parts (one row per component)."""
+    return np.concatenate([v.real, v.imag])
+
+
+def _patterns(z: np.ndarray, shape, fractions: np.ndarray) -> np.ndarray:
+    """The columns ``-(w - c)**2`` of a lattice of centres ``c`` (``fractions`` of the frame on
+    each axis, from its first pixel), for stars at ``z`` (half diagonals from the centre)."""
+    h, w = shape
+    rmax = float(np.hypot(h / 2.0, w / 2.0))
+    fy, fx = np.meshgrid(fractions, fractions, indexing="ij")
     centres = (((fx - 0.5) * w + 1j * (fy - 0.5) * h) / rmax).ravel()
-    rot = np.column_stack([col(-((z - c) ** 2)) for c in centres])
-    keep = _clip_mask(fixed, y, W, float(p["clip"]))
+    return np.column_stack([_components(-((z - c) ** 2)) for c in centres])
+
+
+def _contrast(rot: np.ndarray, fixed: np.ndarray, y: np.ndarray, W: np.ndarray, clip: float) -> float:
+    """Tangential against radial: the best fit of ``y`` on one pattern column of ``rot`` (and the
+    fixed columns) with a positive coefficient (a rotation about that centre) against the best
+    with a negative one (coma about that axis); the signed square root of the difference of their
+    chi-squares in units of the residual variance. A pure gradient (a centre far away) fits both
+    alike."""
+    keep = _clip_mask(fixed, y, W, clip)
     for _ in range(2):
         sw = np.sqrt(W * keep)
         q, _r = np.linalg.qr(fixed * sw[:, None])
@@ -327,16 +343,14 @@ def _contrast(z, y, W, eps0, col, p, h, w, rmax) -> float:
         rr = np.einsum("ij,ij->j", Rt, Rt)
         ry = Rt.T @ yt
         with np.errstate(invalid="ignore", divide="ignore"):
-            gain = np.where(rr > 0, ry * ry / rr, 0.0)  # chi-square drop of each centre's fit
-        best = int(np.argmax(gain))
+            gain = np.where(rr > 0, ry * ry / rr, 0.0)  # each centre's drop of the chi-square
         # outliers judged again against the best pattern
-        keep = _clip_mask(np.column_stack([rot[:, best], fixed]), y, W, float(p["clip"]))
-    ss0 = float(yt @ yt)
+        keep = _clip_mask(np.column_stack([rot[:, int(np.argmax(gain))], fixed]), y, W, clip)
     dof = max(int(np.count_nonzero(W * keep)) - fixed.shape[1] - 1, 1)
-    s2 = max((ss0 - float(gain.max())) / dof, 1e-300)
-    tang = float(gain[ry > 0].max()) if np.any(ry > 0) else 0.0
-    rad = float(gain[ry < 0].max()) if np.any(ry < 0) else 0.0
-    d = (tang - rad) / s2
+    s2 = max((float(yt @ yt) - float(gain.max())) / dof, 1e-300)
+    tangential = float(gain[ry > 0].max()) if np.any(ry > 0) else 0.0
+    radial = float(gain[ry < 0].max()) if np.any(ry < 0) else 0.0
+    d = (tangential - radial) / s2
     return float(np.sign(d) * np.sqrt(abs(d)))
 
 

@@ -59,13 +59,22 @@ def test_a_normal_psf_with_coma_reads_as_no_rotation():
         assert rotation_significance(star_table(seed, coma=0.25)) < 4  # radial, not tangential
 
 
-def test_a_small_arc_reads_as_rotation():
+def test_a_small_arc_reads_as_rotation_unless_stronger_coma_hides_it():
     # centre inside the frame: at the farthest corner the smear is 0.8 FWHM, at the centre none
     angle = 0.8 * 2.355 * 1.5 / np.hypot(700, 1500)
     for seed in range(4):
-        plain = rotation_significance(star_table(seed, coma=0.15))
-        arc = rotation_significance(star_table(seed, coma=0.15, arc=(300, 500, angle)))
+        plain = rotation_significance(star_table(seed))
+        arc = rotation_significance(star_table(seed, arc=(300, 500, angle)))
         assert arc > 8 and arc > plain + 5
+        # coma of 0.15 at the corners outweighs this arc's pattern: second moments cannot see it
+        assert rotation_significance(star_table(seed, coma=0.15, arc=(300, 500, angle))) < 0
+        # the first candidate's scan, with its free coma column, did see it
+        assert rotation_significance(star_table(seed, coma=0.15, arc=(300, 500, angle)), {"model": "scan"}) > 8
+
+
+def test_an_unknown_model_is_an_error():
+    with pytest.raises(ValueError, match="unknown model 'quad'"):
+        rotation_significance(star_table(0), {"model": "quad"})
 
 
 def test_too_few_stars_give_nothing():
@@ -145,14 +154,14 @@ def test_malformed_term_names_its_entry():
 
 @pytest.fixture(scope="module")
 def net_with_rotation(tmp_path_factory):
-    """The bundled network with a field-rotation term of weight 1 from 0 (every field gains
-    log(1 + R))."""
+    """The bundled network with a field-rotation term of weight 1 from -50 (every field with stars
+    gains log(1 + R + 50))."""
     from maximask.resources import default_net_dir
 
     d = tmp_path_factory.mktemp("rot") / "net"
     shutil.copytree(default_net_dir("maxitrack"), d)
     meta = json.loads((d / "metadata.json").read_text())
-    meta["field_rotation"] = {"weight": 1.0, "offset": 0.0, "params": dict(DEFAULT_FIELD_ROTATION)}
+    meta["field_rotation"] = {"weight": 1.0, "offset": -50.0, "params": dict(DEFAULT_FIELD_ROTATION)}
     (d / "metadata.json").write_text(json.dumps(meta))
     return d
 
@@ -165,7 +174,7 @@ def test_command_adds_the_term(net_with_rotation, tmp_path, monkeypatch):
     from maxitrack import cli
     from maxitrack.scoring import logit
 
-    im, _ = elliptical_field(5, shape=(512, 512), n=40)
+    im, _ = elliptical_field(5, shape=(512, 512), n=40, sig=(1.6, 1.6))  # round stars: a normal field
     f = tmp_path / "a.fits"
     fitsio.write(str(f), im, clobber=True)
     monkeypatch.chdir(tmp_path)
@@ -176,7 +185,8 @@ def test_command_adds_the_term(net_with_rotation, tmp_path, monkeypatch):
     sc = cli.Scorer(net_with_rotation, 0.5, 16)
     acc = sc.field_rotation_statistic()
     acc.add(sc.hdu(im).stars)
-    assert logit(p_with) - logit(p_without) == pytest.approx(np.log1p(max(acc.significance(), 0.0)), abs=2e-3)
+    gain = np.log1p(max(acc.significance() + 50.0, 0.0))
+    assert gain > 3 and logit(p_with) - logit(p_without) == pytest.approx(gain, abs=2e-3)
     assert Network(net_with_rotation).model_id != Network(default_net_dir("maxitrack")).model_id
 
 
@@ -199,12 +209,11 @@ def pattern_table(seed, centre, sign, shape=(2048, 4096), n=400, sigma=1.5, nois
 def test_contrast_tells_coma_about_any_axis_from_rotation(centre):
     """Coma radial about an optical axis off the CCD (a mosaic's outer CCD) is not a rotation;
     the same pattern made tangential is, unless the centre is so far that only a gradient is left."""
-    params = {"model": "contrast"}
-    radial = [rotation_significance(pattern_table(s, centre, +1), params) for s in range(3)]
-    tangential = [rotation_significance(pattern_table(s, centre, -1), params) for s in range(3)]
+    radial = [rotation_significance(pattern_table(s, centre, +1)) for s in range(3)]
+    tangential = [rotation_significance(pattern_table(s, centre, -1)) for s in range(3)]
     assert max(radial) < 0
     if centre[0] > -2:
         assert min(tangential) > 10
     # the first candidate's scan reads an off-frame axis's coma as a rotation (why it was withdrawn)
     if centre == (-0.5, 0.5):
-        assert min(rotation_significance(pattern_table(s, centre, +1)) for s in range(3)) > 10
+        assert min(rotation_significance(pattern_table(s, centre, +1), {"model": "scan"}) for s in range(3)) > 10
