@@ -173,7 +173,9 @@ def double_image_terms(chunk, scorer, path="") -> np.ndarray:
 
 #: The parameters of :func:`maxitrack.field_rotation.star_moments` (what a cache's stars were
 #: measured with); the others only change the fit, which runs on the cached stars.
-MEASUREMENT_KEYS = ("isolation", "half", "max_stars", "saturation", "iterations")
+MEASUREMENT_KEYS = ("isolation", "half", "max_stars", "saturation", "iterations", "local_background")
+#: What a cache made before a measurement key existed measured without it.
+MEASUREMENT_BEFORE = {"local_background": False}
 
 
 def star_rows(stars) -> np.ndarray:
@@ -222,9 +224,12 @@ def rotation_extra(stars: list, measured: dict, scorer) -> np.ndarray:
     """The field-rotation term of each frame's field logit for the network of ``scorer`` (a
     :class:`maxitrack.cli.Scorer`), from stars measured with ``measured``; zeros for a network
     without the term."""
+    from maxitrack.field_rotation import DEFAULT_FIELD_ROTATION
+
     if scorer.field_rotation is None:
         return np.zeros(len(stars))
-    params = dict(measured, **scorer.field_rotation.params)
+    measured = dict(MEASUREMENT_BEFORE, **measured)
+    params = dict(DEFAULT_FIELD_ROTATION, **scorer.field_rotation.params)  # as the command reads them
     if any(params[k] != measured[k] for k in MEASUREMENT_KEYS):
         raise SystemExit("the cache's stars were not measured as this network measures them; prepare it again")
     return np.array([scorer.field_rotation(v) for v in rotation_statistics(stars, params)])

@@ -71,6 +71,7 @@ DEFAULT_FIELD_ROTATION = {
     "max_stars": 500,  # brightest isolated stars per HDU
     "saturation": 0.9,  # share of the frame's brightest pixel (above the sky) a star may peak at
     "iterations": 6,
+    "local_background": True,  # a plane under each star, fitted to its stamp's border
     "snr_min": 10.0,
     "size_band": [0.6, 1.6],
     "max_ellipticity": 0.6,
@@ -181,6 +182,8 @@ def star_moments(image: np.ndarray, sky: float, noise: float, peaks: np.ndarray,
     if y.size == 0:
         return _empty((h, w))
     yy, xx = np.meshgrid(off.astype(np.float64), off.astype(np.float64), indexing="ij")
+    if p.get("local_background", False):
+        stamps = stamps - _border_plane(stamps, yy, xx)
     sw = 3.0
     cy = np.zeros(len(y))
     cx = np.zeros(len(y))
@@ -211,6 +214,25 @@ def star_moments(image: np.ndarray, sky: float, noise: float, peaks: np.ndarray,
     ok = good & np.isfinite(qxx) & np.isfinite(qyy) & np.isfinite(qxy)
     snr = f / (noise * np.sqrt(4.0 * np.pi) * sw)
     return StarShapes((x + cx)[ok], (y + cy)[ok], qxx[ok], qyy[ok], qxy[ok], snr[ok], float(sw), (h, w))
+
+
+def _border_plane(stamps: np.ndarray, yy: np.ndarray, xx: np.ndarray, ring: int = 3) -> np.ndarray:
+    """The plane fitted (median-clipped least squares) to the outer ``ring`` pixels of each stamp:
+    the local background under a star on a halo, a nebula or a bleed trail's wings, whose gradient
+    would shift its weighted moments."""
+    half = stamps.shape[1] // 2
+    border = (np.abs(yy) > half - ring) | (np.abs(xx) > half - ring)
+    A = np.column_stack([np.ones(border.sum()), yy[border], xx[border]])
+    v = stamps[:, border]
+    # a neighbour's light in the ring would tilt the plane: pixels beyond 3 MADs of the median go
+    med = np.median(v, axis=1, keepdims=True)
+    mad = 1.4826 * np.median(np.abs(v - med), axis=1, keepdims=True)
+    ok = np.abs(v - med) <= 3.0 * np.maximum(mad, 1e-12)
+    w = ok.astype(np.float64)
+    M = np.einsum("nk,ki,kj->nij", w, A, A) + 1e-9 * np.eye(3)
+    b = np.einsum("nk,ki,nk->ni", w, A, v)
+    coef = np.linalg.solve(M, b[..., None])[..., 0]
+    return coef[:, 0, None, None] + coef[:, 1, None, None] * yy + coef[:, 2, None, None] * xx
 
 
 def _selected(stars: StarShapes, p: dict):
