@@ -20,7 +20,9 @@ the network metadata as ``field_rotation``):
    the tiles' and the double-image term's peaks) with no other peak within ``isolation`` binned
    px (a neighbour biases the moments), not peaking above ``saturation`` of the frame's brightest
    pixel (flat saturated cores and non-linear ones; on a frame without saturated stars, its few
-   brightest), the ``max_stars`` brightest. Each gets second moments under a
+   brightest), the ``max_stars`` brightest. With ``local_background``, a plane fitted to each
+   stamp's border is subtracted first (a star on a bright star's halo, a bleed trail's wings or
+   a nebula sits on a gradient, which shifts its moments). Each star gets second moments under a
    round Gaussian weight centred on it (``iterations`` steps of centroid and weight), the weight's
    width that of the frame's median star (a Gaussian star of variance ``s2`` under a weight of
    ``sw2`` has weighted variance ``s2 * sw2 / (s2 + sw2)``).
@@ -49,9 +51,9 @@ the network metadata as ``field_rotation``):
 A field's ``R`` is the mean of its HDUs' (those with enough stars): each CCD of a mosaic sees the
 same rotation about a centre of its own. The field's score adds ``weight * log(1 + max(R -
 offset, 0))`` to the calibrated logit, like the double-image term
-(:func:`maxitrack.scoring.field_logit`). No shipped network has the term yet (three candidates at
-stop 26 failed their rules or were withdrawn); ``scripts/maxitrack_double_images.py
---rotation-offset`` makes one.
+(:func:`maxitrack.scoring.field_logit`); ``scripts/maxitrack_double_images.py --rotation-offset``
+makes a network with it (docs/MAXITRACK.md, "Small arcs from the stars' shapes", for the
+candidates and their results).
 
 Second moments cannot tell a rotation from a tangential PSF pattern of the optics (astigmatism
 on one side of focus): a telescope whose normal PSFs elongate tangentially would read as
@@ -104,9 +106,9 @@ class StarShapes:
         return len(self.x)
 
 
-def _empty(shape, sw=0.0) -> StarShapes:
+def _empty(shape) -> StarShapes:
     z = np.zeros(0)
-    return StarShapes(z, z, z, z, z, z, float(sw), tuple(shape))
+    return StarShapes(z, z, z, z, z, z, 0.0, tuple(shape))
 
 
 def isolated_peaks(peaks: np.ndarray, isolation: int) -> np.ndarray:
@@ -125,7 +127,7 @@ def isolated_peaks(peaks: np.ndarray, isolation: int) -> np.ndarray:
 
     m = np.asarray(peaks, bool)
     side = 2 * int(isolation) + 1
-    # peaks within the box, the peak itself included (integer count by a maximum over 0/1 sums)
+    # peaks within the box, the peak itself included (a box mean times the box's area)
     count = ndimage.uniform_filter(m.astype(np.float32), size=side, mode="constant") * side * side
     return m & (count < 1.5)
 
@@ -182,7 +184,7 @@ def star_moments(image: np.ndarray, sky: float, noise: float, peaks: np.ndarray,
     if y.size == 0:
         return _empty((h, w))
     yy, xx = np.meshgrid(off.astype(np.float64), off.astype(np.float64), indexing="ij")
-    if p.get("local_background", False):
+    if p["local_background"]:
         stamps = stamps - _border_plane(stamps, yy, xx)
     sw = 3.0
     cy = np.zeros(len(y))
@@ -287,7 +289,7 @@ def _scan_t(rot: np.ndarray, fixed: np.ndarray, y: np.ndarray, wt: np.ndarray) -
 
 
 def rotation_significance(stars: StarShapes, params: dict | None = None) -> float:
-    """The largest t-value of a tangential (field-rotation) pattern in one HDU's star shapes.
+    """The tangential (field-rotation) pattern in one HDU's star shapes, as a significance.
 
     Parameters
     ----------
@@ -301,10 +303,15 @@ def rotation_significance(stars: StarShapes, params: dict | None = None) -> floa
     float
         ``R`` (see the module docstring); 0 with fewer than ``min_stars`` usable stars.
     """
-    p = dict(DEFAULT_FIELD_ROTATION, **(params or {}))
+    value = _significance(stars, dict(DEFAULT_FIELD_ROTATION, **(params or {})))
+    return 0.0 if value is None else value
+
+
+def _significance(stars: StarShapes, p: dict) -> float | None:
+    """:func:`rotation_significance` with the parameters complete; None with too few stars."""
     z, eps, wt = _selected(stars, p)
     if len(z) < int(p["min_stars"]):
-        return 0.0
+        return None
     col = _components
     one = np.ones(len(z))
     y = col(eps)
@@ -385,11 +392,9 @@ class FieldRotation:
 
     def add(self, stars: StarShapes | None) -> None:
         """Add one HDU's stars (None or too few stars: the HDU does not count)."""
-        if stars is None:
-            return
-        z, _, _ = _selected(stars, self.params)
-        if len(z) >= int(self.params["min_stars"]):
-            self.values.append(rotation_significance(stars, self.params))
+        value = None if stars is None else _significance(stars, self.params)
+        if value is not None:
+            self.values.append(value)
 
     def significance(self) -> float:
         """The field's ``R``: the mean over its HDUs with enough stars, 0 when none has."""
