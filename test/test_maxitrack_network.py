@@ -55,11 +55,29 @@ def test_scores_a_frame(network):
     image = rng.normal(100.0, 5.0, (300, 260)).astype(np.float32)
     scorer = Scorer(NET, prior=0.05, batch_size=4)
     prepared = scorer.hdu(image)
-    pairs = scorer.field_pairs()
+    pairs, rotation = scorer.field_pairs(), scorer.field_rotation_statistic()
     if pairs is not None:
         pairs.add(prepared.peaks)
-    p = scorer.score(prepared.tiles, pairs)
+    if rotation is not None:
+        rotation.add(prepared.stars)
+    p = scorer.score(prepared.tiles, pairs, rotation)
     assert 0.0 <= p <= 1.0
+
+
+def test_field_rotation_term_as_fitted(network):
+    """A network with a field-rotation term stores its parameters, a positive weight and its
+    offset; the shipped one was fitted alone on top of the kept calibration."""
+    from maxitrack.field_rotation import DEFAULT_FIELD_ROTATION
+    from maxitrack.scoring import FieldRotationTerm
+
+    entry = network.metadata.field_rotation
+    if entry is None:
+        pytest.skip("the shipped network has no field-rotation term")
+    term = FieldRotationTerm.from_metadata(entry)
+    assert term.weight > 0 and term(term.offset) == 0.0 and term(term.offset + 5) > 0
+    # every parameter is stored, so that later defaults cannot change the shipped statistic
+    assert set(DEFAULT_FIELD_ROTATION) <= set(term.params)
+    assert "--rotation-offset" in network.metadata.extra["double_images_fit"]["command"]
 
 
 def test_double_image_term_as_fitted(network):
