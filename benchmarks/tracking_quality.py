@@ -220,6 +220,13 @@ def rotation_statistics(stars: list, params: dict) -> np.ndarray:
     return out
 
 
+def check_measured(params: dict, measured: dict) -> None:
+    """Exit unless a cache's stars were measured (``measured``) as ``params`` measure them."""
+    measured = dict(MEASUREMENT_BEFORE, **measured)
+    if any(params[k] != measured[k] for k in MEASUREMENT_KEYS):
+        raise SystemExit("the cache's stars were not measured as these parameters measure them; prepare it again")
+
+
 def rotation_extra(stars: list, measured: dict, scorer) -> np.ndarray:
     """The field-rotation term of each frame's field logit for the network of ``scorer`` (a
     :class:`maxitrack.cli.Scorer`), from stars measured with ``measured``; zeros for a network
@@ -228,10 +235,8 @@ def rotation_extra(stars: list, measured: dict, scorer) -> np.ndarray:
 
     if scorer.field_rotation is None:
         return np.zeros(len(stars))
-    measured = dict(MEASUREMENT_BEFORE, **measured)
     params = dict(DEFAULT_FIELD_ROTATION, **scorer.field_rotation.params)  # as the command reads them
-    if any(params[k] != measured[k] for k in MEASUREMENT_KEYS):
-        raise SystemExit("the cache's stars were not measured as this network measures them; prepare it again")
+    check_measured(params, measured)
     return np.array([scorer.field_rotation(v) for v in rotation_statistics(stars, params)])
 
 

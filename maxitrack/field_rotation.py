@@ -280,23 +280,26 @@ def _clip_mask(X: np.ndarray, y: np.ndarray, wt: np.ndarray, clip: float, rounds
     return keep
 
 
-def _scan_t(rot: np.ndarray, fixed: np.ndarray, y: np.ndarray, wt: np.ndarray) -> np.ndarray:
-    """t-values of each rotation column's coefficient in the weighted least-squares fit of ``y``
-    on that column and the fixed ones, for all the columns at once (the fixed columns projected
-    out first)."""
+def _projected(rot: np.ndarray, fixed: np.ndarray, y: np.ndarray, wt: np.ndarray) -> tuple:
+    """Weighted least squares of ``y`` on each pattern column of ``rot`` with the fixed columns, for
+    all the columns at once (the fixed columns projected out first): ``(rr, ry, yy)``, each
+    column's squared norm and product with ``y`` after the projection, and ``y``'s squared norm."""
     sw = np.sqrt(wt)
     q, _ = np.linalg.qr(fixed * sw[:, None])
     Rw = rot * sw[:, None]
     yw = y * sw
     Rt = Rw - q @ (q.T @ Rw)
     yt = yw - q @ (q.T @ yw)
-    rr = np.einsum("ij,ij->j", Rt, Rt)
-    ry = Rt.T @ yt
+    return np.einsum("ij,ij->j", Rt, Rt), Rt.T @ yt, float(yt @ yt)
+
+
+def _scan_t(rot: np.ndarray, fixed: np.ndarray, y: np.ndarray, wt: np.ndarray) -> np.ndarray:
+    """t-values of each rotation column's coefficient (:func:`_projected`)."""
+    rr, ry, yy = _projected(rot, fixed, y, wt)
     dof = max(int(np.count_nonzero(wt)) - fixed.shape[1] - 1, 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         g = ry / rr
-        ss = float(yt @ yt) - g * ry
-        return g / np.sqrt(np.maximum(ss / dof, 1e-300) / rr)
+        return g / np.sqrt(np.maximum((yy - g * ry) / dof, 1e-300) / rr)
 
 
 def rotation_significance(stars: StarShapes, params: dict | None = None) -> float:
@@ -374,20 +377,13 @@ def _contrast(rot: np.ndarray, fixed: np.ndarray, y: np.ndarray, W: np.ndarray, 
     alike."""
     keep = _clip_mask(fixed, y, W, clip)
     for _ in range(2):
-        sw = np.sqrt(W * keep)
-        q, _r = np.linalg.qr(fixed * sw[:, None])
-        Rw = rot * sw[:, None]
-        yw = y * sw
-        Rt = Rw - q @ (q.T @ Rw)
-        yt = yw - q @ (q.T @ yw)
-        rr = np.einsum("ij,ij->j", Rt, Rt)
-        ry = Rt.T @ yt
+        rr, ry, yy = _projected(rot, fixed, y, W * keep)
         with np.errstate(invalid="ignore", divide="ignore"):
             gain = np.where(rr > 0, ry * ry / rr, 0.0)  # each centre's drop of the chi-square
         # outliers judged again against the best pattern
         keep = _clip_mask(np.column_stack([rot[:, int(np.argmax(gain))], fixed]), y, W, clip)
     dof = max(int(np.count_nonzero(W * keep)) - fixed.shape[1] - 1, 1)
-    s2 = max((float(yt @ yt) - float(gain.max())) / dof, 1e-300)
+    s2 = max((yy - float(gain.max())) / dof, 1e-300)
     tangential = float(gain[ry > 0].max()) if np.any(ry > 0) else 0.0
     radial = float(gain[ry < 0].max()) if np.any(ry < 0) else 0.0
     d = (tangential - radial) / s2

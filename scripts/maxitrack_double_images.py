@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 def main(argv=None) -> int:
     from tracking_double_images import load, load_stars, tile_network_hash
-    from tracking_quality import MEASUREMENT_BEFORE, MEASUREMENT_KEYS, rotation_statistics
+    from tracking_quality import check_measured, rotation_statistics
     from tracking_quality import double_image_statistics
 
     from maximask.network import METADATA_FILE, NetworkMetadata, weights_hash
@@ -88,9 +88,7 @@ def main(argv=None) -> int:
 
         rparams = copy.deepcopy(dict(DEFAULT_FIELD_ROTATION, **args.rotation_params))
         stars, measured = load_stars(args.work, args.split)
-        measured = dict(MEASUREMENT_BEFORE, **measured)
-        if any(rparams[k] != measured[k] for k in MEASUREMENT_KEYS):
-            raise SystemExit(f"{args.work}: its stars were measured with other parameters; prepare it again")
+        check_measured(rparams, measured)
         r = rotation_statistics(stars, rparams)
         rterm = np.log1p(np.maximum(r - args.rotation_offset, 0.0))
         if args.keep_calibration:
