@@ -173,9 +173,10 @@ def double_image_terms(chunk, scorer, path="") -> np.ndarray:
 
 #: The parameters of :func:`maxitrack.field_rotation.star_moments` (what a cache's stars were
 #: measured with); the others only change the fit, which runs on the cached stars.
-MEASUREMENT_KEYS = ("isolation", "half", "max_stars", "saturation", "iterations", "local_background")
+MEASUREMENT_KEYS = ("isolation", "half", "max_stars", "saturation", "iterations", "local_background",
+                    "max_sharpness")
 #: What a cache made before a measurement key existed measured without it.
-MEASUREMENT_BEFORE = {"local_background": False}
+MEASUREMENT_BEFORE = {"local_background": False, "max_sharpness": None}
 
 
 def star_rows(stars) -> np.ndarray:
@@ -207,17 +208,23 @@ def chunk_stars(chunk, frame_shape, path="") -> tuple:
     return out, json.loads(str(chunk["star_params"]))
 
 
+def _each_frame(stars: list, accumulator, value: str) -> np.ndarray:
+    """A field statistic of each cached frame (one HDU each): ``accumulator`` given the frame's
+    stars alone, then its method ``value``."""
+    out = np.empty(len(stars))
+    for i, st in enumerate(stars):
+        acc = accumulator()
+        acc.add(st)
+        out[i] = getattr(acc, value)()
+    return out
+
+
 def rotation_statistics(stars: list, params: dict) -> np.ndarray:
     """The field-rotation statistic of each cached frame (one HDU each), as the command computes it
     (:class:`maxitrack.field_rotation.FieldRotation`)."""
     from maxitrack.field_rotation import FieldRotation
 
-    out = np.empty(len(stars))
-    for i, st in enumerate(stars):
-        acc = FieldRotation(params)
-        acc.add(st)
-        out[i] = acc.significance()
-    return out
+    return _each_frame(stars, lambda: FieldRotation(params), "significance")
 
 
 def check_measured(params: dict, measured: dict) -> None:
@@ -227,17 +234,28 @@ def check_measured(params: dict, measured: dict) -> None:
         raise SystemExit("the cache's stars were not measured as these parameters measure them; prepare it again")
 
 
+def elongation_statistics(stars: list, params: dict) -> np.ndarray:
+    """The star-elongation statistic of each cached frame (one HDU each), in percent, as the
+    command computes it (:class:`maxitrack.star_elongation.FieldElongation`)."""
+    from maxitrack.star_elongation import FieldElongation
+
+    return _each_frame(stars, lambda: FieldElongation(params), "percent")
+
+
 def rotation_extra(stars: list, measured: dict, scorer) -> np.ndarray:
-    """The field-rotation term of each frame's field logit for the network of ``scorer`` (a
-    :class:`maxitrack.cli.Scorer`), from stars measured with ``measured``; zeros for a network
-    without the term."""
+    """The field-rotation and star-elongation terms of each frame's field logit for the network
+    of ``scorer`` (a :class:`maxitrack.cli.Scorer`), from stars measured with ``measured``;
+    zeros for a network without them."""
     from maxitrack.field_rotation import DEFAULT_FIELD_ROTATION
 
     if scorer.field_rotation is None:
         return np.zeros(len(stars))
     params = dict(DEFAULT_FIELD_ROTATION, **scorer.field_rotation.params)  # as the command reads them
     check_measured(params, measured)
-    return np.array([scorer.field_rotation(v) for v in rotation_statistics(stars, params)])
+    extra = np.array([scorer.field_rotation(v) for v in rotation_statistics(stars, params)])
+    if scorer.star_elongation is not None:
+        extra += np.array([scorer.star_elongation(v) for v in elongation_statistics(stars, params)])
+    return extra
 
 
 def score_cached(files, scorer) -> list:

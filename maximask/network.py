@@ -106,6 +106,9 @@ class NetworkMetadata:
     field_rotation : dict or None
         A maxitrack network's field-rotation term, the same form as ``double_images`` with R the
         field's rotation statistic (see :mod:`maxitrack.field_rotation`); None otherwise.
+    star_elongation : dict or None
+        A maxitrack network's star-elongation term, the same form with E the field's stars' mean
+        ellipticity in percent (see :mod:`maxitrack.star_elongation`); None otherwise.
     """
 
     name: str
@@ -125,6 +128,7 @@ class NetworkMetadata:
     peaks: dict | None = None
     double_images: dict | None = None
     field_rotation: dict | None = None
+    star_elongation: dict | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> "NetworkMetadata":
@@ -161,7 +165,8 @@ def _check_refinement(refinement: dict, tile_size: int) -> tuple[int, int, int]:
 
 #: Metadata entries that change what the inference code computes from the network's outputs, so
 #: that the model identifier names them with the weights.
-INFERENCE_ENTRIES = ("context", "dips", "smoothing", "columns", "peaks", "double_images", "field_rotation")
+INFERENCE_ENTRIES = ("context", "dips", "smoothing", "columns", "peaks", "double_images", "field_rotation",
+                     "star_elongation")
 
 
 def weights_hash(path: str | os.PathLike, *more: str | os.PathLike, inference: dict | None = None) -> str:
@@ -169,7 +174,8 @@ def weights_hash(path: str | os.PathLike, *more: str | os.PathLike, inference: d
     (``model.tflite``, then ``refine.tflite`` where there is one), then of each entry of
     ``inference`` that is set, in :data:`INFERENCE_ENTRIES` order, as ``name:`` + canonical JSON
     (the metadata's context pass, dip score, block smoothing, hot-column and peak scores, and a
-    maxitrack network's double-image and field-rotation terms: they change the outputs)."""
+    maxitrack network's double-image, field-rotation and star-elongation terms: they change the
+    outputs)."""
     h = hashlib.sha256()
     for p in (path,) + more:
         with open(p, "rb") as f:

@@ -110,11 +110,14 @@ class Scorer:
         self.calibration = meta.extra.get("calibration")
         self.normalisation = dict(meta.normalisation)
         self.input = str(meta.extra.get("input", "tile"))  # what the network is fed from the tiles
-        from maxitrack.scoring import DoubleImageTerm, FieldRotationTerm
+        from maxitrack.scoring import DoubleImageTerm, FieldRotationTerm, StarElongationTerm
 
         try:
             self.double_images = DoubleImageTerm.from_metadata(meta.double_images)
             self.field_rotation = FieldRotationTerm.from_metadata(meta.field_rotation)
+            self.star_elongation = StarElongationTerm.from_metadata(meta.star_elongation)
+            if self.star_elongation is not None and self.field_rotation is None:
+                raise ValueError("star_elongation needs field_rotation (whose stars it uses)")
         except ValueError as exc:
             raise UsageError(net_dir, f"malformed metadata: {exc}") from None
         self.prior = prior
@@ -151,6 +154,20 @@ class Scorer:
 
         return FieldRotation(self.field_rotation.params)
 
+    def field_statistics(self) -> tuple:
+        """Empty accumulators of one field's statistics, in :meth:`score`'s order: ``(pairs,
+        rotation, elongation)``, each None where the network has no such term."""
+        return self.field_pairs(), self.field_rotation_statistic(), self.star_elongation_statistic()
+
+    def star_elongation_statistic(self):
+        """An empty :class:`maxitrack.star_elongation.FieldElongation` for one field (None when the
+        network has no star-elongation term); it reads the stars the field-rotation term measures."""
+        if self.star_elongation is None:
+            return None
+        from maxitrack.star_elongation import FieldElongation
+
+        return FieldElongation(self.field_rotation.params)
+
     def logits(self, tiles: np.ndarray) -> np.ndarray:
         """Network logits (N, 1) of prepared tiles (N, T, T, 1) (the network input made from them
         as the metadata says: :func:`maxitrack.tiles.network_input`)."""
@@ -158,12 +175,13 @@ class Scorer:
 
         return self.net.predict_logits(network_input(tiles, self.input))
 
-    def score(self, tiles: np.ndarray, pairs=None, rotation=None) -> float:
+    def score(self, tiles: np.ndarray, pairs=None, rotation=None, elongation=None) -> float:
         """Probability of a tracking error for the field whose tiles are ``tiles`` (N, T, T, 1)
         and, for a network with a double-image term, whose peak pairs are ``pairs``
         (:meth:`field_pairs`, filled with every HDU of the field); for a network with a
         field-rotation term, whose star shapes are in ``rotation``
-        (:meth:`field_rotation_statistic`, likewise)."""
+        (:meth:`field_rotation_statistic`, likewise), and with a star-elongation term in
+        ``elongation`` (:meth:`star_elongation_statistic`) too."""
         from maxitrack.scoring import field_probability
 
         logits = [self.logits(tiles[i : i + self.batch_size]) for i in range(0, len(tiles), self.batch_size)]
@@ -177,6 +195,10 @@ class Scorer:
             if rotation is None:
                 raise ValueError("this network scores a field from its stars' shapes too")
             extra += self.field_rotation(rotation.significance())
+        if self.star_elongation is not None:
+            if elongation is None:
+                raise ValueError("this network scores a field from its stars' mean elongation too")
+            extra += self.star_elongation(elongation.percent())
         return field_probability(z, self.training_prior, self.prior, self.calibration, extra)
 
 
@@ -192,7 +214,7 @@ def score_task(task, scorer: Scorer, frac: float, seed: int | None, log) -> list
         hdus = src.hdus
         images = [hdus[task.hdu]] if task.hdu is not None else [h for h in hdus if h.is_image]
 
-        def tiles(info, plane, data, pairs, rotation):
+        def tiles(info, plane, data, field):
             # the error names the HDU, unless the file or the task has only one (as maximask)
             where = task.label if task.hdu is not None or len(hdus) == 1 else f"{task.label}[{info.index}]"
             if plane is not None:
@@ -201,10 +223,13 @@ def score_task(task, scorer: Scorer, frac: float, seed: int | None, log) -> list
                 prepared = scorer.hdu(data)
             except ValueError as exc:
                 raise MaximaskError(where, str(exc)) from None
+            pairs, rotation, elongation = field
             if pairs is not None:
                 pairs.add(prepared.peaks)
             if rotation is not None:
                 rotation.add(prepared.stars)
+            if elongation is not None:
+                elongation.add(prepared.stars)
             return prepared.tiles
 
         lines = []
@@ -212,16 +237,16 @@ def score_task(task, scorer: Scorer, frac: float, seed: int | None, log) -> list
         if flat:
             chosen = choose_hdus(flat, frac, seed, task.label)
             # the field's HDUs together: a mosaic's CCDs moved as one
-            pairs, rotation = scorer.field_pairs(), scorer.field_rotation_statistic()
-            t = np.concatenate([tiles(h, None, src.read_image(h.index), pairs, rotation) for h in chosen])
+            field = scorer.field_statistics()
+            t = np.concatenate([tiles(h, None, src.read_image(h.index), field) for h in chosen])
             log(f"{task.label}: HDU {', '.join(str(h.index) for h in chosen)}: {len(t)} tiles")
-            lines.append(f"{task.label} {scorer.score(t, pairs, rotation):.6f}")
+            lines.append(f"{task.label} {scorer.score(t, *field):.6f}")
         for h in images:
             if len(h.shape) == 3:
                 cube = src.read_image(h.index)
                 for c in range(cube.shape[0]):
-                    pairs, rotation = scorer.field_pairs(), scorer.field_rotation_statistic()
-                    p = scorer.score(tiles(h, c, cube[c], pairs, rotation), pairs, rotation)
+                    field = scorer.field_statistics()
+                    p = scorer.score(tiles(h, c, cube[c], field), *field)
                     lines.append(f"{task.label} HDU {h.index} Channel {c} {p:.6f}")
     return lines
 

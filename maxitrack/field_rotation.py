@@ -20,7 +20,9 @@ the network metadata as ``field_rotation``):
    the tiles' and the double-image term's peaks) with no other peak within ``isolation`` binned
    px (a neighbour biases the moments), not peaking above ``saturation`` of the frame's brightest
    pixel (flat saturated cores and non-linear ones; on a frame without saturated stars, its few
-   brightest), the ``max_stars`` brightest. With ``local_background``, a plane fitted to each
+   brightest), not sharper than a star can be (``max_sharpness``: the peak over its 4
+   neighbours' mean; hot pixels and cosmic-ray hits, which on some frames outshine every star and
+   would set the weight's width), the ``max_stars`` brightest. With ``local_background``, a plane fitted to each
    stamp's border is subtracted first (a star on a bright star's halo, a bleed trail's wings or
    a nebula sits on a gradient, which shifts its moments). Each star gets second moments under a
    round Gaussian weight centred on it (``iterations`` steps of centroid and weight), the weight's
@@ -74,6 +76,9 @@ DEFAULT_FIELD_ROTATION = {
     "saturation": 0.9,  # share of the frame's brightest pixel (above the sky) a star may peak at
     "iterations": 6,
     "local_background": True,  # a plane under each star, fitted to its stamp's border
+    # a peak this many times its 4 neighbours' mean is no star (a hot pixel, a cosmic-ray hit):
+    # a pixel-integrated Gaussian of FWHM 1.5 px, the sharpest PSF supported, peaks at 2.7 times
+    "max_sharpness": 5.0,
     "snr_min": 10.0,
     "size_band": [0.6, 1.6],
     "max_ellipticity": 0.6,
@@ -178,6 +183,11 @@ def star_moments(image: np.ndarray, sky: float, noise: float, peaks: np.ndarray,
     top = np.nan_to_num(image[y, x].astype(np.float64), nan=np.inf) - sky
     brightest = float(np.nanmax(image)) - sky
     keep = top < float(p["saturation"]) * brightest
+    if p.get("max_sharpness") is not None:
+        # before the weight's width is set from the brightest: where defects outshine the stars,
+        # the width would otherwise shrink to a pixel and the moments measure the defects
+        around = (image[y - 1, x] + image[y + 1, x] + image[y, x - 1] + image[y, x + 1]).astype(np.float64) / 4.0 - sky
+        keep &= top <= float(p["max_sharpness"]) * np.nan_to_num(around, nan=-np.inf)
     order = np.argsort(-top[keep], kind="stable")[: int(p["max_stars"])]
     y, x = y[keep][order], x[keep][order]
     if y.size == 0:
@@ -248,9 +258,22 @@ def _border_plane(stamps: np.ndarray, yy: np.ndarray, xx: np.ndarray, ring: int 
     return coef[:, 0, None, None] + coef[:, 1, None, None] * yy + coef[:, 2, None, None] * xx
 
 
-def _selected(stars: StarShapes, p: dict):
-    """Positions (complex, units of the half diagonal, origin at the centre), ellipticities
-    (complex) and weights of the stars the fit uses."""
+def usable_stars(stars: StarShapes, p: dict) -> tuple:
+    """The stars a field statistic uses (selection step 2 of the module's description).
+
+    Parameters
+    ----------
+    stars : StarShapes
+    p : dict
+        :data:`DEFAULT_FIELD_ROTATION` complete (``snr_min``, ``size_band``, ``max_ellipticity``,
+        ``intrinsic``).
+
+    Returns
+    -------
+    z, eps, wt : ndarray
+        Positions (complex, units of the half diagonal, origin at the centre), ellipticities
+        (complex) and weights.
+    """
     h, w = stars.shape
     t = stars.qxx + stars.qyy
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -323,7 +346,7 @@ def rotation_significance(stars: StarShapes, params: dict | None = None) -> floa
 
 def _significance(stars: StarShapes, p: dict) -> float | None:
     """:func:`rotation_significance` with the parameters complete; None with too few stars."""
-    z, eps, wt = _selected(stars, p)
+    z, eps, wt = usable_stars(stars, p)
     if len(z) < int(p["min_stars"]):
         return None
     col = _components

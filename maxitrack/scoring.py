@@ -32,6 +32,12 @@ Field rotation
     tangential pattern in the stars' ellipticities, the mark of a tracking arc too small to
     smear the stars visibly), its weight fitted with the calibration too.
 
+Star elongation
+    A network whose metadata has ``star_elongation`` adds ``weight * log(1 + max(E - offset, 0))``
+    too, ``E`` the field's stars' mean ellipticity in percent (:mod:`maxitrack.star_elongation`:
+    the same elongation on every star, the mark of a drift, shake or periodic error too short to
+    show in a tile). Its stars are the field-rotation term's, so it needs that term.
+
 Prior
     The calibrated logit is a posterior at the training prior ``pi_train``
     (``metadata.training_priors[0]``). For a population where a fraction ``prior`` of exposures is
@@ -68,6 +74,8 @@ class DoubleImageTerm:
 
     #: The metadata entry the term is read from, for error messages.
     entry = "double_images"
+    #: What parameters added since a network was made meant before them (its entry lacks them).
+    predating = {}
 
     def __init__(self, weight: float, offset: float, params: dict | None = None):
         self.weight, self.offset = float(weight), float(offset)
@@ -89,7 +97,7 @@ class DoubleImageTerm:
         params = entry.get("params") or {}
         if not isinstance(params, dict):
             raise ValueError(f"{cls.entry}: 'params' must be an object")
-        return cls(weight, offset, params)
+        return cls(weight, offset, dict(cls.predating, **params))
 
     def __call__(self, statistic: float) -> float:
         """The term's value for a field of statistic ``statistic``."""
@@ -102,6 +110,16 @@ class FieldRotationTerm(DoubleImageTerm):
     (:mod:`maxitrack.field_rotation`)."""
 
     entry = "field_rotation"
+    # the sharpness cut came after the first networks with the term (stop 27)
+    predating = {"max_sharpness": None}
+
+
+class StarElongationTerm(DoubleImageTerm):
+    """The star-elongation term of a network's field logit (metadata ``star_elongation``):
+    ``weight * log(1 + max(E - offset, 0))``, E the field's stars' mean ellipticity in percent
+    (:mod:`maxitrack.star_elongation`)."""
+
+    entry = "star_elongation"
 
 
 def field_logit(tile_logits, calibration: dict | None = None, extra: float = 0.0) -> float:
@@ -114,8 +132,8 @@ def field_logit(tile_logits, calibration: dict | None = None, extra: float = 0.0
     calibration : dict, optional
         ``{"slope": a, "intercept": b}``; identity when None.
     extra : float
-        Added after the calibration (the double-image and field-rotation terms,
-        :class:`DoubleImageTerm`, :class:`FieldRotationTerm`).
+        Added after the calibration (the double-image, field-rotation and star-elongation terms,
+        :class:`DoubleImageTerm`, :class:`FieldRotationTerm`, :class:`StarElongationTerm`).
 
     Returns
     -------

@@ -15,6 +15,11 @@ c * ... + d * ... + b``, and the metadata gets a ``field_rotation`` entry too (d
 and the double-image parameters stay the source network's and ``d`` alone is fitted: a field
 whose rotation statistic stays below R0 keeps its score.
 
+With ``--elongation-offset E0`` as well, the star-elongation term ``e * log(1 + max(E - E0, 0))``
+(:mod:`maxitrack.star_elongation`, ``E`` the stars' mean ellipticity in percent, from the same
+stars) is fitted with the field-rotation term, and the metadata gets a ``star_elongation`` entry
+(docs/MAXITRACK.md, "The stars' mean elongation").
+
 Usage::
 
     python benchmarks/tracking_double_images.py prepare --split val --first 0 --frames 400 \\
@@ -39,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 def main(argv=None) -> int:
     from tracking_double_images import load, load_stars, tile_network_hash
-    from tracking_quality import check_measured, rotation_statistics
+    from tracking_quality import check_measured, elongation_statistics, rotation_statistics
     from tracking_quality import double_image_statistics
 
     from maximask.network import METADATA_FILE, NetworkMetadata, weights_hash
@@ -57,6 +62,8 @@ def main(argv=None) -> int:
                     help="R0: also fit the field-rotation term, the statistic counting from there")
     ap.add_argument("--rotation-params", type=json.loads, default={},
                     help="JSON object of field-rotation parameters to change from DEFAULT_FIELD_ROTATION")
+    ap.add_argument("--elongation-offset", type=float, default=None,
+                    help="E0 (percent): with --rotation-offset, also fit the star-elongation term")
     ap.add_argument("--keep-calibration", action="store_true",
                     help="with --rotation-offset: keep the source network's calibration and double-image "
                          "term, fit the field-rotation weight alone")
@@ -64,6 +71,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.keep_calibration and args.rotation_offset is None:
         ap.error("--keep-calibration needs --rotation-offset")
+    if args.elongation_offset is not None and args.rotation_offset is None:
+        ap.error("--elongation-offset needs --rotation-offset (the term reads the same stars)")
 
     src = Path(args.net_dir)
     source_meta = json.loads((src / METADATA_FILE).read_text())
@@ -79,7 +88,7 @@ def main(argv=None) -> int:
     mean_z = np.array([np.mean(r["tile_logits"]) for r in recs])
     y = np.array([r["label"] for r in recs])
     term = np.log1p(np.maximum(d - args.offset, 0.0))
-    rotation = None
+    rotation = elongation = None
     if args.rotation_offset is None:
         a, c, b = fit_logistic(np.column_stack([mean_z, term]), y)
         z = a * mean_z + c * term + b
@@ -91,28 +100,45 @@ def main(argv=None) -> int:
         check_measured(rparams, measured)
         r = rotation_statistics(stars, rparams)
         rterm = np.log1p(np.maximum(r - args.rotation_offset, 0.0))
+        columns = [rterm]
+        if args.elongation_offset is not None:
+            elong = elongation_statistics(stars, rparams)
+            columns.append(np.log1p(np.maximum(elong - args.elongation_offset, 0.0)))
+            print(f"star elongation: normal frames' E 50/90/99 % "
+                  f"{np.percentile(elong[y == 0], [50, 90, 99]).round(2).tolist()}, above E0: "
+                  f"{int((elong[y == 0] > args.elongation_offset).sum())}", file=sys.stderr)
+        X = np.column_stack(columns)
         if args.keep_calibration:
             cal = source_meta["extra"]["calibration"]
             a, b, c = float(cal["slope"]), float(cal["intercept"]), float(source_meta["double_images"]["weight"])
-            e = float(fit_logistic(rterm, y, offset=a * mean_z + c * term + b, intercept=False)[0])
+            weights = fit_logistic(X, y, offset=a * mean_z + c * term + b, intercept=False)
         else:
-            a, c, e, b = fit_logistic(np.column_stack([mean_z, term, rterm]), y)
-        z = a * mean_z + c * term + e * rterm + b
-        rotation = {"weight": float(e), "offset": float(args.rotation_offset), "params": rparams}
+            a, c, *weights, b = fit_logistic(np.column_stack([mean_z, term, X]), y)
+        weights = [float(v) for v in weights]
+        e = weights[0]
+        z = a * mean_z + c * term + b + X @ np.array(weights)
+        rotation = {"weight": e, "offset": float(args.rotation_offset), "params": rparams}
+        if args.elongation_offset is not None:
+            elongation = {"weight": weights[1], "offset": float(args.elongation_offset), "params": {}}
+            print(f"star elongation: weight {weights[1]:.4f}", file=sys.stderr)
         print(f"field rotation: weight {e:.4f}; normal frames' R 50/90/99 % "
               f"{np.percentile(r[y == 0], [50, 90, 99]).round(2).tolist()}, above R0: {int((r[y == 0] > args.rotation_offset).sum())}",
               file=sys.stderr)
     calibration = {"slope": float(a), "intercept": float(b),
                    "fitted_on": source_meta["extra"]["calibration"]["fitted_on"] if args.keep_calibration else f"{len(y)} validation frames {2 * shape[0]}x{2 * shape[1]}, 12 tiles each, "
-                                f"with the double-image term" + ("" if rotation is None else " and the field-rotation term")}
+                                f"with the double-image term" + ("" if rotation is None else " and the field-rotation term")
+                                + ("" if elongation is None else " and the star-elongation term")}
     print(f"a {a:.4f}, c {c:.4f}, b {b:.4f}; validation AUC {roc_auc(mean_z, y):.4f} -> {roc_auc(z, y):.4f} "
           f"(fitted on these frames), log-loss {calibrated_log_loss(z, y, None):.4f}", file=sys.stderr)
 
     meta = copy.deepcopy(source_meta)
     meta["double_images"] = {"weight": float(c), "offset": float(args.offset), "params": params}
     meta.pop("field_rotation", None)  # its weight belonged to the calibration being replaced
+    meta.pop("star_elongation", None)
     if rotation is not None:
         meta["field_rotation"] = rotation
+    if elongation is not None:
+        meta["star_elongation"] = elongation
     extra = copy.deepcopy(meta["extra"])
     extra["calibration"] = calibration
     extra["double_images_fit"] = {"from": str(args.net_dir), "frames": len(y),

@@ -134,6 +134,31 @@ def test_star_moments_measure_the_stars_elongation():
     assert 1.4 < stars.weight_sigma < 2.0
 
 
+def test_hot_pixels_brighter_than_the_stars_do_not_set_the_weight():
+    """Where single-pixel defects outshine every star, the weight's width must still be the stars'
+    (it used to shrink to 0.6 px on such frames, and the moments then measured the defects)."""
+    im, pos = elliptical_field(5, sig=(3.0, 3.0), n=16)
+    for k, (y, x) in enumerate((y, x) for y in range(30, 226, 40) for x in range(30, 354, 40)):
+        # 40 hot pixels, brighter than any star's peak, spread over two rows as in a resampled frame
+        im[y + 18, x + 18] += 0.7 * (3000.0 + 50.0 * k)
+        im[y + 19, x + 18] += 0.3 * (3000.0 + 50.0 * k)
+    sky, noise = frame_sky(im, step=1)
+    peaks = compact_peaks(im, sky, noise, 5.0)
+    stars = star_moments(im, sky, noise, peaks)
+    assert 2.6 < stars.weight_sigma < 3.4
+    old = star_moments(im, sky, noise, peaks, {"max_sharpness": None})
+    assert old.weight_sigma < 1.0  # what the cut prevents
+
+
+def test_the_sharpest_supported_stars_pass_the_sharpness_cut():
+    # FWHM 1.5 px, pixel-integrated (the simulator's sharpest PSF): peaks 2.7 times their neighbours
+    im, pos = elliptical_field(6, sig=(0.64, 0.64), n=40)
+    sky, noise = frame_sky(im, step=1)
+    peaks = compact_peaks(im, sky, noise, 5.0)
+    cut = star_moments(im, sky, noise, peaks)
+    assert len(cut) == len(star_moments(im, sky, noise, peaks, {"max_sharpness": None})) >= 0.8 * len(pos)
+
+
 def test_saturated_stars_and_empty_frames_are_left_out():
     im, pos = elliptical_field(4)
     y, x = pos[0]
@@ -149,7 +174,11 @@ def test_malformed_term_names_its_entry():
     with pytest.raises(ValueError, match="^field_rotation needs numeric"):
         FieldRotationTerm.from_metadata({"weight": "x", "offset": 1})
     term = FieldRotationTerm.from_metadata({"weight": 2.0, "offset": 5.0, "params": {"grid": 5}})
-    assert term(4.0) == 0.0 and term(6.0) == pytest.approx(2.0 * np.log(2.0)) and term.params == {"grid": 5}
+    # a network made before the sharpness cut measures its stars without it
+    assert term(4.0) == 0.0 and term(6.0) == pytest.approx(2.0 * np.log(2.0))
+    assert term.params == {"grid": 5, "max_sharpness": None}
+    newer = FieldRotationTerm.from_metadata({"weight": 2.0, "offset": 5.0, "params": {"max_sharpness": 5.0}})
+    assert newer.params == {"max_sharpness": 5.0}
 
 
 @pytest.fixture(scope="module")
