@@ -37,6 +37,7 @@ from tracking_quality import (  # noqa: E402
     KINDS,
     chunk_stars,
     double_image_extra,
+    measured_alike,
     rotation_extra,
     split_peaks,
     star_arrays,
@@ -51,7 +52,8 @@ def tile_network_hash(net_dir) -> str:
     return hashlib.sha256((Path(net_dir) / "model.tflite").read_bytes()).hexdigest()[:16]
 
 
-def _prepare_chunk(path: str, split: str, c0: int, c1: int, size, net_dir: str, seed: int) -> str:
+def _prepare_chunk(path: str, split: str, c0: int, c1: int, size, net_dir: str, seed: int,
+                   also: tuple = ()) -> str:
     from maximask.sim import simulate_tracking_frame
     from maxitrack.cli import Scorer
     from maxitrack.field_rotation import DEFAULT_FIELD_ROTATION
@@ -60,6 +62,8 @@ def _prepare_chunk(path: str, split: str, c0: int, c1: int, size, net_dir: str, 
 
     sc = Scorer(net_dir, 0.5, 16)
     recs, peaks, stars = [], [], []
+    others = [dict(DEFAULT_FIELD_ROTATION, **p) for p in also]
+    other_stars = [[] for _ in others]
     for i in range(c0, c1):
         image, label, meta = simulate_tracking_frame(tuple(size), frame_rng(seed, split, i))
         # the tiles, peaks and stars exactly as the command finds them
@@ -75,6 +79,10 @@ def _prepare_chunk(path: str, split: str, c0: int, c1: int, size, net_dir: str, 
                "fwhm_px": float(meta["fwhm_px"]), "psf_coma": float(meta["psf_coma"]),
                "n_stars": int(meta["n_stars"]), "classes": sorted(meta.get("classes_drawn") or []),
                "tile_logits": z.tolist(), "n_peaks": int(len(pk)), "star_sigma": st.weight_sigma}
+        for k, p in enumerate(others):  # the same frame's stars measured in another way
+            st_k = prepare_hdu(image, sc.tile, sc.selection, sc.normalisation, stars=p).stars
+            other_stars[k].append(star_rows(st_k))
+            rec[f"star_sigma_{k + 1}"] = st_k.weight_sigma
         if meta["kind"] == "arc":
             from tracking_visibility import arc_smear
 
@@ -83,7 +91,9 @@ def _prepare_chunk(path: str, split: str, c0: int, c1: int, size, net_dir: str, 
         recs.append(rec)
     tmp = Path(path).with_suffix(".tmp.npz")
     np.savez(tmp, peaks=np.concatenate(peaks), counts=np.array([len(p) for p in peaks]),
-             **star_arrays(stars, DEFAULT_FIELD_ROTATION), records=np.array(json.dumps(recs)), shape=np.array([size[0] // 2, size[1] // 2]),
+             **star_arrays(stars, DEFAULT_FIELD_ROTATION),
+             **{k: v for n, p in enumerate(others) for k, v in star_arrays(other_stars[n], p, f"_{n + 1}").items()},
+             records=np.array(json.dumps(recs)), shape=np.array([size[0] // 2, size[1] // 2]),
              tile_network=np.array(tile_network_hash(net_dir)))
     tmp.replace(path)
     return path
@@ -98,7 +108,7 @@ def prepare(args) -> None:
         path = work / f"{args.split}_{c0:05d}.npz"
         if not path.exists():
             todo.append((str(path), args.split, c0, min(args.first + args.frames, c0 + CHUNK)))
-    rest = (tuple(args.size), args.tile_net, args.seed)
+    rest = (tuple(args.size), args.tile_net, args.seed, tuple(args.also_measure))
     t0 = time.time()
     if args.workers > 1 and len(todo) > 1:
         import concurrent.futures
@@ -134,14 +144,22 @@ def load(work, split: str) -> tuple:
     return recs, peaks, shapes.pop(), nets.pop()
 
 
-def load_stars(work, split: str) -> tuple:
+def load_stars(work, split: str, want: dict | None = None) -> tuple:
     """The cached stars of a split's frames, in :func:`load`'s order: ``(list of
-    maxitrack.field_rotation.StarShapes, the measurement parameters)``."""
+    maxitrack.field_rotation.StarShapes, the measurement parameters)``; with ``want`` (complete
+    field-rotation parameters), the stars measured as those parameters measure them, where the
+    cache kept several measurements (``prepare --also-measure``)."""
     paths = sorted(p for p in glob.glob(str(Path(work) / f"{split}_*.npz")) if not p.endswith(".tmp.npz"))
     out, params = [], set()
+    suffix = ""
+    if want is not None and paths:
+        first = np.load(paths[0])
+        kept = [k[len("star_params"):] for k in first.files if k.startswith("star_params")]
+        alike = [x for x in kept if measured_alike(want, json.loads(str(first["star_params" + x])))]
+        suffix = alike[0] if alike else ""
     for p in paths:
         d = np.load(p)
-        stars, measured = chunk_stars(d, tuple(2 * int(v) for v in d["shape"]), p)
+        stars, measured = chunk_stars(d, tuple(2 * int(v) for v in d["shape"]), p, suffix)
         out += stars
         params.add(json.dumps(measured, sort_keys=True))
     if len(params) != 1:
@@ -196,16 +214,22 @@ def compare(args) -> None:
     from tracking_validation import add_intervals
 
     from maximask.network import Network
+    from maxitrack.cli import Scorer
+    from maxitrack.field_rotation import DEFAULT_FIELD_ROTATION
 
     recs, peaks, shape, cached = load(args.work, args.split)
     for n in args.net:
         if tile_network_hash(n) != cached:
             raise SystemExit(f"{n}: its tile network is not the one the cache was made with ({cached})")
-    stars, measured = None, None
-    if any(Network(n).metadata.field_rotation for n in args.net):
-        stars, measured = load_stars(args.work, args.split)
     y = np.array([r["label"] for r in recs])
-    z = np.array([field_logits(n, recs, peaks, shape, stars, measured) for n in args.net])
+    z = []
+    for n in args.net:
+        stars, measured = None, None
+        rotation = Scorer(n, 0.5, 64).field_rotation
+        if rotation is not None:  # each network's stars measured as it measures them
+            stars, measured = load_stars(args.work, args.split, dict(DEFAULT_FIELD_ROTATION, **rotation.params))
+        z.append(field_logits(n, recs, peaks, shape, stars, measured))
+    z = np.array(z)
 
     rows = [{"net": n, "model_id": Network(n).model_id, "auc": roc_auc(z[k], y), "log_loss": log_loss(z[k], y),
              "fpr_at_tpr_95": fpr_at_tpr(z[k], y, 0.95)[0], "kinds": kind_aucs(z[k], recs),
@@ -239,6 +263,9 @@ def main(argv=None) -> int:
     p.add_argument("--tile-net", default="tensorflow_models/maxitrack", help="network whose tile logits are cached")
     p.add_argument("--work", required=True)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--also-measure", type=json.loads, action="append", default=[], metavar="JSON",
+                   help="also cache the stars measured with these field-rotation parameters changed "
+                        "(repeat), for a network that measures them so, e.g. '{\"max_sharpness\": null}'")
     c = sub.add_parser("compare", help="score networks on cached frames, paired")
     c.add_argument("--work", required=True)
     c.add_argument("--split", default="bench")

@@ -185,27 +185,35 @@ def star_rows(stars) -> np.ndarray:
     return np.column_stack([stars.x, stars.y, stars.qxx, stars.qyy, stars.qxy, stars.snr]).astype(np.float32)
 
 
-def star_arrays(rows: list, params: dict) -> dict:
-    """The arrays a cache chunk keeps of its frames' stars (:func:`star_rows` of each)."""
-    return {"stars": np.concatenate(rows), "star_counts": np.array([len(r) for r in rows]),
-            "star_params": np.array(json.dumps(params, sort_keys=True))}
+def star_arrays(rows: list, params: dict, suffix: str = "") -> dict:
+    """The arrays a cache chunk keeps of its frames' stars (:func:`star_rows` of each); a chunk
+    may keep the same frames' stars measured in other ways too, under keys ending in ``suffix``
+    (their weights' widths in the records' ``"star_sigma" + suffix``)."""
+    return {"stars" + suffix: np.concatenate(rows), "star_counts" + suffix: np.array([len(r) for r in rows]),
+            "star_params" + suffix: np.array(json.dumps(params, sort_keys=True))}
 
 
-def chunk_stars(chunk, frame_shape, path="") -> tuple:
+def chunk_stars(chunk, frame_shape, path="", suffix: str = "") -> tuple:
     """The stars of each frame of a cache chunk (``np.load`` of it): ``(list of StarShapes, the
-    measurement parameters)``."""
+    measurement parameters)``; ``suffix`` picks another measurement (:func:`star_arrays`)."""
     from maxitrack.field_rotation import StarShapes
 
-    if "stars" not in chunk:
+    if "stars" + suffix not in chunk:
         raise SystemExit(f"{path}: cached without the frames' stars, which this network needs; "
                          "move the cache away and prepare it again")
     recs = json.loads(str(chunk["records"]))
-    off = np.concatenate([[0], np.cumsum(chunk["star_counts"])])
+    off = np.concatenate([[0], np.cumsum(chunk["star_counts" + suffix])])
     out = []
     for n, r in enumerate(recs):
-        a = chunk["stars"][off[n] : off[n + 1]].astype(np.float64)
-        out.append(StarShapes(*(a[:, k] for k in range(6)), float(r["star_sigma"]), tuple(frame_shape)))
-    return out, json.loads(str(chunk["star_params"]))
+        a = chunk["stars" + suffix][off[n] : off[n + 1]].astype(np.float64)
+        out.append(StarShapes(*(a[:, k] for k in range(6)), float(r["star_sigma" + suffix]), tuple(frame_shape)))
+    return out, json.loads(str(chunk["star_params" + suffix]))
+
+
+def measured_alike(params: dict, measured: dict) -> bool:
+    """Whether stars measured with ``measured`` are what ``params`` would measure."""
+    measured = dict(MEASUREMENT_BEFORE, **measured)
+    return all(params[k] == measured[k] for k in MEASUREMENT_KEYS)
 
 
 def _each_frame(stars: list, accumulator, value: str) -> np.ndarray:
@@ -229,8 +237,7 @@ def rotation_statistics(stars: list, params: dict) -> np.ndarray:
 
 def check_measured(params: dict, measured: dict) -> None:
     """Exit unless a cache's stars were measured (``measured``) as ``params`` measure them."""
-    measured = dict(MEASUREMENT_BEFORE, **measured)
-    if any(params[k] != measured[k] for k in MEASUREMENT_KEYS):
+    if not measured_alike(params, measured):
         raise SystemExit("the cache's stars were not measured as these parameters measure them; prepare it again")
 
 
