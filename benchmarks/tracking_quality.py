@@ -241,12 +241,12 @@ def check_measured(params: dict, measured: dict) -> None:
         raise SystemExit("the cache's stars were not measured as these parameters measure them; prepare it again")
 
 
-def elongation_statistics(stars: list, params: dict) -> np.ndarray:
+def elongation_statistics(stars: list, params: dict, sigmas: float = 0.0) -> np.ndarray:
     """The star-elongation statistic of each cached frame (one HDU each), in percent, as the
     command computes it (:class:`maxitrack.star_elongation.FieldElongation`)."""
     from maxitrack.star_elongation import FieldElongation
 
-    return _each_frame(stars, lambda: FieldElongation(params), "percent")
+    return _each_frame(stars, lambda: FieldElongation(params, sigmas), "percent")
 
 
 def rotation_extra(stars: list, measured: dict, scorer) -> np.ndarray:
@@ -261,7 +261,8 @@ def rotation_extra(stars: list, measured: dict, scorer) -> np.ndarray:
     check_measured(params, measured)
     extra = np.array([scorer.field_rotation(v) for v in rotation_statistics(stars, params)])
     if scorer.star_elongation is not None:
-        extra += np.array([scorer.star_elongation(v) for v in elongation_statistics(stars, params)])
+        sigmas = scorer.star_elongation.params.get("sigmas", 0.0)
+        extra += np.array([scorer.star_elongation(v) for v in elongation_statistics(stars, params, sigmas)])
     return extra
 
 

@@ -166,7 +166,7 @@ class Scorer:
             return None
         from maxitrack.star_elongation import FieldElongation
 
-        return FieldElongation(self.field_rotation.params)
+        return FieldElongation(self.field_rotation.params, self.star_elongation.params.get("sigmas", 0.0))
 
     def logits(self, tiles: np.ndarray) -> np.ndarray:
         """Network logits (N, 1) of prepared tiles (N, T, T, 1) (the network input made from them

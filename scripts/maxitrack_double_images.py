@@ -64,6 +64,8 @@ def main(argv=None) -> int:
                     help="JSON object of field-rotation parameters to change from DEFAULT_FIELD_ROTATION")
     ap.add_argument("--elongation-offset", type=float, default=None,
                     help="E0 (percent): with --rotation-offset, also fit the star-elongation term")
+    ap.add_argument("--elongation-sigmas", type=float, default=0.0,
+                    help="standard errors taken off the stars' mean ellipticity (the term's 'sigmas')")
     ap.add_argument("--keep-calibration", action="store_true",
                     help="with --rotation-offset: keep the source network's calibration and double-image "
                          "term, fit the field-rotation weight alone")
@@ -102,7 +104,7 @@ def main(argv=None) -> int:
         rterm = np.log1p(np.maximum(r - args.rotation_offset, 0.0))
         columns = [rterm]
         if args.elongation_offset is not None:
-            elong = elongation_statistics(stars, rparams)
+            elong = elongation_statistics(stars, rparams, args.elongation_sigmas)
             columns.append(np.log1p(np.maximum(elong - args.elongation_offset, 0.0)))
             print(f"star elongation: normal frames' E 50/90/99 % "
                   f"{np.percentile(elong[y == 0], [50, 90, 99]).round(2).tolist()}, above E0: "
@@ -119,7 +121,8 @@ def main(argv=None) -> int:
         z = a * mean_z + c * term + b + X @ np.array(weights)
         rotation = {"weight": e, "offset": float(args.rotation_offset), "params": rparams}
         if args.elongation_offset is not None:
-            elongation = {"weight": weights[1], "offset": float(args.elongation_offset), "params": {}}
+            elongation = {"weight": weights[1], "offset": float(args.elongation_offset),
+                          "params": {"sigmas": args.elongation_sigmas} if args.elongation_sigmas else {}}
             print(f"star elongation: weight {weights[1]:.4f}", file=sys.stderr)
         print(f"field rotation: weight {e:.4f}; normal frames' R 50/90/99 % "
               f"{np.percentile(r[y == 0], [50, 90, 99]).round(2).tolist()}, above R0: {int((r[y == 0] > args.rotation_offset).sum())}",
