@@ -58,6 +58,24 @@ def test_a_mosaic_pools_its_ccds_so_off_axis_coma_cancels():
     assert field_percent(*ccds) < 1.0
 
 
+def test_sigmas_take_the_noise_of_few_stars_off():
+    """The lower bound (``sigmas``) leaves a well-measured elongation nearly whole and takes a
+    sparse field's noise to zero."""
+    def lower_bound(table, sigmas):
+        acc = FieldElongation(sigmas=sigmas)
+        acc.add(table)
+        return acc.percent()
+
+    many = star_table(1, e_const=(0.06, 0.0), n=400)
+    assert lower_bound(many, 2.0) == pytest.approx(lower_bound(many, 0.0), abs=0.5)
+    # 15 round stars with a 10 % scatter of their own: the mean is off by a few percent
+    sparse = [star_table(s, e_const=(0.0, 0.0), n=15, noise=0.05) for s in range(20)]
+    plain = [lower_bound(t, 0.0) for t in sparse]
+    bounded = [lower_bound(t, 2.0) for t in sparse]
+    assert max(plain) > 2.0 and max(bounded) < 0.5 * max(plain)
+    assert all(b <= p for b, p in zip(bounded, plain))
+
+
 def test_outliers_are_clipped_and_too_few_stars_give_nothing():
     t = star_table(0, e_const=(0.0, 0.0))
     base = field_percent(t)
@@ -71,8 +89,8 @@ def test_outliers_are_clipped_and_too_few_stars_give_nothing():
 
 
 def test_term_form_and_malformed_entry():
-    term = StarElongationTerm.from_metadata({"weight": 1.5, "offset": 8.0})
-    assert term(7.9) == 0.0 and term(9.0) == pytest.approx(1.5 * np.log(2.0)) and term.params == {}
+    term = StarElongationTerm.from_metadata({"weight": 1.5, "offset": 8.0, "params": {"sigmas": 2.0}})
+    assert term(7.9) == 0.0 and term(9.0) == pytest.approx(1.5 * np.log(2.0)) and term.params == {"sigmas": 2.0}
     with pytest.raises(ValueError, match="^star_elongation needs numeric"):
         StarElongationTerm.from_metadata({"weight": None, "offset": 1})
 
@@ -97,7 +115,7 @@ def test_command_adds_the_term_for_elongated_stars(tmp_path, monkeypatch):
 
     net = _network_with(tmp_path, {
         "field_rotation": {"weight": 0.0, "offset": 0.0, "params": dict(DEFAULT_FIELD_ROTATION)},
-        "star_elongation": {"weight": 1.0, "offset": 0.0},
+        "star_elongation": {"weight": 1.0, "offset": 0.0, "params": {"sigmas": 2.0}},
     })
     base = _network_with(tmp_path / "b", {
         "field_rotation": {"weight": 0.0, "offset": 0.0, "params": dict(DEFAULT_FIELD_ROTATION)},
@@ -113,6 +131,7 @@ def test_command_adds_the_term_for_elongated_stars(tmp_path, monkeypatch):
     p_without = float((tmp_path / "without.out").read_text().split()[1])
     sc = cli.Scorer(net, 0.5, 16)
     acc = sc.star_elongation_statistic()
+    assert acc.sigmas == 2.0  # the term's parameter reaches the statistic
     acc.add(sc.hdu(im).stars)
     assert acc.percent() > 10  # (4 - 1.96) / (4 + 1.96) = 34 % unweighted, diluted by the weight
     gain = np.log1p(acc.percent())
