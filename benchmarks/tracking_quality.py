@@ -174,9 +174,9 @@ def double_image_terms(chunk, scorer, path="") -> np.ndarray:
 #: The parameters of :func:`maxitrack.field_rotation.star_moments` (what a cache's stars were
 #: measured with); the others only change the fit, which runs on the cached stars.
 MEASUREMENT_KEYS = ("isolation", "half", "max_stars", "saturation", "iterations", "local_background",
-                    "max_sharpness")
+                    "max_sharpness", "width_check")
 #: What a cache made before a measurement key existed measured without it.
-MEASUREMENT_BEFORE = {"local_background": False, "max_sharpness": None}
+MEASUREMENT_BEFORE = {"local_background": False, "max_sharpness": None, "width_check": False}
 
 
 def star_rows(stars) -> np.ndarray:

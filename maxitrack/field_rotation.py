@@ -22,7 +22,10 @@ the network metadata as ``field_rotation``):
    pixel (flat saturated cores and non-linear ones; on a frame without saturated stars, its few
    brightest), not sharper than a star can be (``max_sharpness``: the peak over its 4
    neighbours' mean; hot pixels and cosmic-ray hits, which on some frames outshine every star and
-   would set the weight's width), the ``max_stars`` brightest. With ``local_background``, a plane fitted to each
+   would set the weight's width), the ``max_stars`` brightest. With ``width_check``, an HDU whose
+   weight's width ends at a bound of its range (0.5 px, a third of ``half``) gives no stars: what
+   it measured is no star of a supported PSF (cosmic-ray tracks that outnumber the stars, or
+   stars smeared beyond the stamp). With ``local_background``, a plane fitted to each
    stamp's border is subtracted first (a star on a bright star's halo, a bleed trail's wings or
    a nebula sits on a gradient, which shifts its moments). Each star gets second moments under a
    round Gaussian weight centred on it (``iterations`` steps of centroid and weight), the weight's
@@ -68,6 +71,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: The star weight's narrowest width (px): a Gaussian of FWHM 1.4 px; 1.2 px with the width check,
+#: which must not take the sharpest supported stars (FWHM 1.5 px, 0.64 px, or 0.70 px with the
+#: pixel's own width) for defects.
+SIGMA_FLOOR = 0.6
+SIGMA_FLOOR_CHECKED = 0.5
+
 #: Parameters of the statistic, stored in the network metadata (``field_rotation``).
 DEFAULT_FIELD_ROTATION = {
     "isolation": 8,  # binned px free of other peaks around a star
@@ -79,6 +88,9 @@ DEFAULT_FIELD_ROTATION = {
     # a peak this many times its 4 neighbours' mean is no star (a hot pixel, a cosmic-ray hit):
     # a pixel-integrated Gaussian of FWHM 1.5 px, the sharpest PSF supported, peaks at 2.7 times
     "max_sharpness": 5.0,
+    # a weight whose width ends at a bound of its range (0.5 px; a third of the stamp's half-side)
+    # measured no star of a supported PSF (FWHM 1.5-10 px): the HDU gives no stars
+    "width_check": True,
     "snr_min": 10.0,
     "size_band": [0.6, 1.6],
     "max_ellipticity": 0.6,
@@ -203,6 +215,7 @@ def star_moments(image: np.ndarray, sky: float, noise: float, peaks: np.ndarray,
     if p["local_background"]:
         stamps = stamps - _border_plane(stamps, yy, xx)
     sw = 3.0
+    floor = SIGMA_FLOOR_CHECKED if p.get("width_check") else SIGMA_FLOOR
     cy = np.zeros(len(y))
     cx = np.zeros(len(y))
     n_iter = int(p["iterations"])
@@ -231,9 +244,11 @@ def star_moments(image: np.ndarray, sky: float, noise: float, peaks: np.ndarray,
             break
         mm = float(np.median(m[ok][:300]))  # the brightest stars set the weight's width
         if mm < 0.9 * sw**2:
-            sw = float(np.clip(np.sqrt(mm * sw**2 / (sw**2 - mm)), 0.6, half / 3.0))
+            sw = float(np.clip(np.sqrt(mm * sw**2 / (sw**2 - mm)), floor, half / 3.0))
         else:
             sw = min(2.0 * sw, half / 3.0)
+    if p.get("width_check") and not floor < sw < half / 3.0:
+        return _empty((h, w))
     ok = good & np.isfinite(qxx) & np.isfinite(qyy) & np.isfinite(qxy)
     snr = f / (noise * np.sqrt(4.0 * np.pi) * sw)
     return StarShapes((x + cx)[ok], (y + cy)[ok], qxx[ok], qyy[ok], qxy[ok], snr[ok], float(sw), (h, w))

@@ -110,8 +110,8 @@ class FieldRotationTerm(DoubleImageTerm):
     (:mod:`maxitrack.field_rotation`)."""
 
     entry = "field_rotation"
-    # the sharpness cut came after the first networks with the term (stop 27)
-    predating = {"max_sharpness": None}
+    # the sharpness cut and the width check came after the first networks with the term (stop 27)
+    predating = {"max_sharpness": None, "width_check": False}
 
 
 class StarElongationTerm(DoubleImageTerm):

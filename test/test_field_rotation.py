@@ -146,8 +146,10 @@ def test_hot_pixels_brighter_than_the_stars_do_not_set_the_weight():
     peaks = compact_peaks(im, sky, noise, 5.0)
     stars = star_moments(im, sky, noise, peaks)
     assert 2.6 < stars.weight_sigma < 3.4
-    old = star_moments(im, sky, noise, peaks, {"max_sharpness": None})
+    old = star_moments(im, sky, noise, peaks, {"max_sharpness": None, "width_check": False})
     assert old.weight_sigma < 1.0  # what the cut prevents
+    # with the check alone, a weight at its floor gives no stars rather than the defects' shapes
+    assert len(star_moments(im, sky, noise, peaks, {"max_sharpness": None})) == 0
 
 
 def test_the_sharpest_supported_stars_pass_the_sharpness_cut():
@@ -176,9 +178,10 @@ def test_malformed_term_names_its_entry():
     term = FieldRotationTerm.from_metadata({"weight": 2.0, "offset": 5.0, "params": {"grid": 5}})
     # a network made before the sharpness cut measures its stars without it
     assert term(4.0) == 0.0 and term(6.0) == pytest.approx(2.0 * np.log(2.0))
-    assert term.params == {"grid": 5, "max_sharpness": None}
-    newer = FieldRotationTerm.from_metadata({"weight": 2.0, "offset": 5.0, "params": {"max_sharpness": 5.0}})
-    assert newer.params == {"max_sharpness": 5.0}
+    assert term.params == {"grid": 5, "max_sharpness": None, "width_check": False}
+    newer = FieldRotationTerm.from_metadata({"weight": 2.0, "offset": 5.0,
+                                             "params": {"max_sharpness": 5.0, "width_check": True}})
+    assert newer.params == {"max_sharpness": 5.0, "width_check": True}
 
 
 @pytest.fixture(scope="module")
