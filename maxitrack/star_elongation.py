@@ -31,7 +31,8 @@ The field's score adds ``weight * log(1 + max(E - offset, 0))`` to its calibrate
 ``star_elongation``, :class:`maxitrack.scoring.StarElongationTerm`). Its limits: a telescope
 whose optics elongate the stars of a whole CCD more than the offset allows reads as an error; a
 mosaic whose CCDs are stored in different orientations cancels a drift's elongation between
-them and loses the term (docs/MAXITRACK.md, "The stars' mean elongation").
+them and loses the term (docs/MAXITRACK.md, "Stars without defects, and the stars' mean
+elongation"). No shipped network has the term yet (stop 27: its candidates failed their rules).
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ whose rotation statistic stays below R0 keeps its score.
 With ``--elongation-offset E0`` as well, the star-elongation term ``e * log(1 + max(E - E0, 0))``
 (:mod:`maxitrack.star_elongation`, ``E`` the stars' mean ellipticity in percent, from the same
 stars) is fitted with the field-rotation term, and the metadata gets a ``star_elongation`` entry
-(docs/MAXITRACK.md, "The stars' mean elongation").
+(docs/MAXITRACK.md, "Stars without defects, and the stars' mean
+elongation").
 
 Usage::
 
