@@ -259,10 +259,11 @@ def rotation_extra(stars: list, measured: dict, scorer) -> np.ndarray:
         return np.zeros(len(stars))
     params = dict(DEFAULT_FIELD_ROTATION, **scorer.field_rotation.params)  # as the command reads them
     check_measured(params, measured)
-    extra = np.array([scorer.field_rotation(v) for v in rotation_statistics(stars, params)])
+    # the command's own accumulators, so that the terms' parameters are read in one place
+    extra = np.array([scorer.field_rotation(v) for v in _each_frame(stars, scorer.field_rotation_statistic, "significance")])
     if scorer.star_elongation is not None:
-        sigmas = scorer.star_elongation.params.get("sigmas", 0.0)
-        extra += np.array([scorer.star_elongation(v) for v in elongation_statistics(stars, params, sigmas)])
+        extra += np.array([scorer.star_elongation(v)
+                           for v in _each_frame(stars, scorer.star_elongation_statistic, "percent")])
     return extra
 
 
